@@ -1,0 +1,68 @@
+"""moss-dispatch: which tokens each scale refines in Mixture of Scales (MoSs).
+
+Pure torch on ``(B, C, H, W)`` latents and lists of ``(h, w)`` grids; it knows nothing of any model.
+
+* scorers — :func:`variance_score` (the paper's Eq. 3) and training-free variants, by name via
+  :func:`get_scorer` / :func:`frequency_score`;
+* :class:`ScalePlan` — percentile bands to exact per-scale token counts, and :meth:`ScalePlan.dispatch` to the
+  selected positions of every image (:class:`Dispatch`); :data:`PRESETS` hold the paper's thresholds;
+* :func:`composite` — scatter, upsample and add the refine scales' residuals onto the draft;
+* :func:`search_thresholds` — the paper's offline top-down threshold search;
+* accounting — tokens processed, forward passes and KV-cache tokens/bytes for baseline runs and plans.
+"""
+
+from moss_dispatch.accounting import TokenAccount, baseline_account, kv_cache_bytes, scale_tokens
+from moss_dispatch.composite import INTERPOLATION_MODES, composite, scatter_to_grid, upsample_to
+from moss_dispatch.plan import (
+    PRESETS,
+    Dispatch,
+    ScalePlan,
+    ScaleSelection,
+    band_start_rank,
+    band_token_count,
+    preset_thresholds,
+)
+from moss_dispatch.scorers import (
+    SCORERS,
+    fft_score,
+    frequency_score,
+    get_scorer,
+    gradient_score,
+    laplacian_score,
+    random_score,
+    register_scorer,
+    variance_score,
+)
+from moss_dispatch.search import SearchStep, ThresholdSearchResult, search_thresholds
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "INTERPOLATION_MODES",
+    "PRESETS",
+    "SCORERS",
+    "Dispatch",
+    "ScalePlan",
+    "ScaleSelection",
+    "SearchStep",
+    "ThresholdSearchResult",
+    "TokenAccount",
+    "band_start_rank",
+    "band_token_count",
+    "baseline_account",
+    "composite",
+    "fft_score",
+    "frequency_score",
+    "get_scorer",
+    "gradient_score",
+    "kv_cache_bytes",
+    "laplacian_score",
+    "preset_thresholds",
+    "random_score",
+    "register_scorer",
+    "scale_tokens",
+    "scatter_to_grid",
+    "search_thresholds",
+    "upsample_to",
+    "variance_score",
+]
