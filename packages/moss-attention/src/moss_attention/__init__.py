@@ -1,0 +1,79 @@
+"""moss-attention: how the packed mixed-scale tokens of the MoSs stage attend.
+
+* 2D RoPE for token sets that mix scales: schemes (:class:`InfinityRope2D`, by name via :func:`rope_scheme`),
+  per-schedule cos/sin tables (:func:`precompute_rope_tables`, Triton :func:`precompute_rope_tables_triton`)
+  and their application to q and k (:func:`apply_rope_2d`, Triton :func:`apply_rope_2d_triton`);
+* :func:`mixed_scale_attention` over ``[drafter KV cache ++ packed tokens]`` in modes ``cssa`` and ``sa``, with
+  backends ``sdpa``, ``flex`` and ``xformers`` chosen by name (:func:`available_backends`), Infinity's cosine
+  attention as an option, and :class:`MixedScaleAttention` bundling a configuration.
+
+The package owns no weights: the model supplies projections and learned scales. The Triton functions live in
+:mod:`moss_attention.ops.rope_2d` and are imported lazily here, so that importing the package does not fix
+Triton's interpreter mode (``TRITON_INTERPRET`` is read when kernels are defined).
+"""
+
+from typing import Any
+
+from moss_attention.attention import (
+    MODES,
+    MixedScaleAttention,
+    attention_mask,
+    cosine_attention_qk,
+    dense_attention_reference,
+    mixed_scale_attention,
+)
+from moss_attention.backends import (
+    AttentionBackend,
+    BackendUnavailableError,
+    available_backends,
+    backend_names,
+    get_backend,
+    register_backend,
+)
+from moss_attention.rope import RopeTables, apply_rope_2d, precompute_rope_tables, scale_positions
+from moss_attention.schemes import (
+    InfinityRope2D,
+    RopeScheme,
+    register_rope_scheme,
+    rope_scheme,
+    rope_scheme_names,
+)
+
+__version__ = "0.1.0"
+
+_TRITON_EXPORTS = ("apply_rope_2d_triton", "precompute_rope_tables_triton")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TRITON_EXPORTS:
+        from moss_attention.ops import rope_2d
+
+        return getattr(rope_2d, name)
+    raise AttributeError(f"module 'moss_attention' has no attribute {name!r}")
+
+
+__all__ = [
+    "MODES",
+    "AttentionBackend",
+    "BackendUnavailableError",
+    "InfinityRope2D",
+    "MixedScaleAttention",
+    "RopeScheme",
+    "RopeTables",
+    "apply_rope_2d",
+    "apply_rope_2d_triton",
+    "attention_mask",
+    "available_backends",
+    "backend_names",
+    "cosine_attention_qk",
+    "dense_attention_reference",
+    "get_backend",
+    "mixed_scale_attention",
+    "precompute_rope_tables",
+    "precompute_rope_tables_triton",
+    "register_backend",
+    "register_rope_scheme",
+    "rope_scheme",
+    "rope_scheme_names",
+    "scale_positions",
+]
