@@ -1,0 +1,98 @@
+"""flan-t5-xl text encoding, packed as the official Infinity code packs it.
+
+Prompts are tokenised to at most ``max_length`` tokens (512 for the release) with padding to that length, encoded
+by ``T5EncoderModel``, and the valid rows of every prompt (EOS included) are concatenated into ``kv_compact``
+``(N, C_t5)`` with ``lens`` and ``cu_seqlens``. For classifier-free guidance the unconditional rows are the learned
+``cfg_uncond[:len_i]``, one block per prompt of the same length, after all conditional rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class TextBatch:
+    kv_compact: torch.Tensor  # (N, C_t5) float32: every prompt's valid token features, concatenated
+    lens: list[int]
+    cu_seqlens: torch.Tensor  # (B + 1,) int32
+
+    @classmethod
+    def from_features(cls, features: list[torch.Tensor]) -> TextBatch:
+        """Pack per-prompt ``(len_i, C_t5)`` features."""
+        if not features:
+            raise ValueError("at least one prompt is needed")
+        lens = [int(f.shape[0]) for f in features]
+        if min(lens) < 1:
+            raise ValueError(f"every prompt needs at least one token, got lengths {lens}")
+        cu = F.pad(torch.tensor(lens, dtype=torch.int32).cumsum(0, dtype=torch.int32), (1, 0))
+        return cls(torch.cat(features).float(), lens, cu.to(features[0].device))
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.lens)
+
+    def select(self, index: int) -> torch.Tensor:
+        a, b = int(self.cu_seqlens[index]), int(self.cu_seqlens[index + 1])
+        return self.kv_compact[a:b]
+
+    def with_unconditional(self, cfg_uncond: torch.Tensor) -> TextBatch:
+        """The CFG batch: conditional rows, then each prompt's ``cfg_uncond[:len_i]`` (official order)."""
+        uncond = [cfg_uncond[:n].to(self.kv_compact) for n in self.lens]
+        feats = [self.select(i) for i in range(self.batch_size)] + uncond
+        return TextBatch.from_features(feats)
+
+    def to(self, device: torch.device | str) -> TextBatch:
+        return TextBatch(self.kv_compact.to(device), list(self.lens), self.cu_seqlens.to(device))
+
+
+class T5TextEncoder:
+    """``T5EncoderModel`` + tokenizer from a local folder (e.g. a downloaded ``google/flan-t5-xl``).
+
+    Loads with ``local_files_only=True``: nothing is fetched from a hub. Runs in fp16 on CUDA, as the release
+    does, and fp32 elsewhere.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype | None = None,
+        max_length: int = 512,
+    ):
+        from transformers import AutoTokenizer, T5EncoderModel
+
+        path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"text encoder folder {path} does not exist (expected a flan-t5-xl folder)"
+            )
+        device = torch.device(device)
+        if dtype is None:
+            dtype = torch.float16 if device.type == "cuda" else torch.float32
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, legacy=True)
+        self.model = (
+            T5EncoderModel.from_pretrained(path, local_files_only=True, dtype=dtype).to(device).eval()
+        )
+        self.device = device
+        self.max_length = max_length
+
+    @property
+    def channels(self) -> int:
+        return int(self.model.config.d_model)
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> TextBatch:
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise ValueError(f"prompts must be a non-empty list of strings, got {prompts!r:.200}")
+        tokens = self.tokenizer(
+            prompts, max_length=self.max_length, padding="max_length", truncation=True, return_tensors="pt"
+        )
+        ids, mask = tokens.input_ids.to(self.device), tokens.attention_mask.to(self.device)
+        feats = self.model(input_ids=ids, attention_mask=mask)["last_hidden_state"].float()
+        lens = mask.sum(-1).tolist()
+        return TextBatch.from_features([feats[i, :n] for i, n in enumerate(lens)])

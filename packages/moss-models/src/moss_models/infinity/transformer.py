@@ -1,0 +1,351 @@
+"""The Infinity transformer, written from the math of the official release with its state_dict key names.
+
+Module tree and key names follow FoundationVision/Infinity (``infinity/models/infinity.py`` and ``basic.py``,
+MIT): blocks are registered only under ``block_chunks.{c}.module.{j}``; the text path is ``cfg_uncond``,
+``text_norm``, ``text_proj_for_sos`` (an attentive pool whose output is both the start token and the AdaLN
+condition) and ``text_proj_for_ca``; ``shared_ada_lin`` makes the AdaLN gains every block adds its own
+``ada_gss`` to. The semantics are those of the released inference path (``fused_norm=True``, which passes each
+scale's RoPE offset; the non-fused official path has an offset bug), with its precision regime: AdaLN, RoPE, the
+residual stream and the head in fp32 (autocast off), and the two text cross-attentions fed bf16 inputs whose
+output is rounded to bf16, as the official flash-attn varlen call does.
+
+Self-attention goes through :mod:`moss_attention`: every forward pass (a baseline scale, or the packed MoSs
+stage) attends to ``[KV cache ++ its own tokens]`` with the mode and backend of its :class:`PassSpec`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from moss_attention import RopeTables, apply_rope_2d, cosine_attention_qk, mixed_scale_attention
+from moss_models.core.kv_cache import KVCache
+from moss_models.infinity.config import InfinityConfig
+
+
+@dataclass
+class TextContext:
+    """Text conditioning of one batch (rows = images, or 2× images with CFG: conditional rows first)."""
+
+    cond: torch.Tensor  # (B, D) fp32: the pooled text vector, start token and AdaLN condition
+    gss: torch.Tensor  # (B, 1, 6, C) fp32: shared AdaLN gains
+    ca_kv: torch.Tensor  # (N_text, D): projected text tokens for cross-attention, all rows packed
+    cu_seqlens: torch.Tensor  # (B + 1,) int32 offsets into ca_kv
+
+    @property
+    def batch_size(self) -> int:
+        return self.cond.shape[0]
+
+
+@dataclass
+class PassSpec:
+    """What one forward pass attends to: its tokens' RoPE positions, the cache, and how.
+
+    ``scale_ids`` ``(N,)`` and ``rows``/``cols`` ``(N,)`` or ``(B, N)`` place every token on its own scale's
+    grid. ``cache`` is read by every layer; with ``append`` the pass's keys and values are written after it.
+    ``causal_scale_mask`` (teacher forcing only) replaces the cache by a block-causal mask over the pass.
+    """
+
+    scale_ids: torch.Tensor
+    rows: torch.Tensor
+    cols: torch.Tensor
+    rope_tables: RopeTables
+    cache: KVCache | None = None
+    append: bool = False
+    mode: str = "cssa"
+    backend: str = "sdpa"
+    sa_impl: str | None = None
+    rope_impl: str = "torch"
+    causal_scale_mask: torch.Tensor | None = field(default=None, repr=False)
+
+
+def _rope_fn(impl: str):
+    if impl == "torch":
+        return apply_rope_2d
+    if impl == "triton":
+        from moss_attention import apply_rope_2d_triton
+
+        return apply_rope_2d_triton
+    raise ValueError(f"rope_impl must be 'torch' or 'triton', got {impl!r}")
+
+
+def varlen_text_attention(
+    q: torch.Tensor, kv: torch.Tensor, cu_seqlens: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """Per-image attention of ``q`` ``(B, Lq, H, c)`` over its own text tokens ``kv[cu[b]:cu[b+1]]`` ``(N, 2, H, c)``.
+
+    Inputs are rounded to bf16 and the output is returned in bf16, like the official flash-attn varlen call
+    (which Infinity feeds bf16 even in fp32 runs). On CUDA the bf16 kernel runs; elsewhere the bf16 values are
+    attended in fp32 and the result rounded to bf16, which is what a CPU reference of that kernel computes.
+    Each image is its own call, so an image's result never depends on the rest of the batch.
+    """
+    q16, kv16 = q.to(torch.bfloat16), kv.to(torch.bfloat16)
+    compute = torch.bfloat16 if q.is_cuda else torch.float32
+    bounds = cu_seqlens.tolist()
+    outs = []
+    for b in range(q.shape[0]):
+        k_b, v_b = kv16[bounds[b] : bounds[b + 1]].to(compute).unbind(1)  # (len, H, c) each
+        o = F.scaled_dot_product_attention(
+            q16[b].to(compute).transpose(0, 1), k_b.transpose(0, 1), v_b.transpose(0, 1), scale=scale
+        )
+        outs.append(o.transpose(0, 1).to(torch.bfloat16))
+    return torch.stack(outs)
+
+
+class TextCrossAttention(nn.Module):
+    """Cross-attention to the text tokens (``ca``), or the attentive pool with a learned query (``for_pool``)."""
+
+    def __init__(self, embed_dim: int, kv_dim: int, num_heads: int, for_pool: bool = False):
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, embed_dim // num_heads
+        self.for_pool = for_pool
+        if for_pool:
+            self.mat_q = nn.Parameter(torch.zeros(1, num_heads, self.head_dim))
+        else:
+            self.mat_q = nn.Linear(embed_dim, embed_dim, bias=True)
+        self.mat_kv = nn.Linear(kv_dim, 2 * embed_dim, bias=False)
+        self.v_bias = nn.Parameter(torch.zeros(embed_dim))
+        self.register_buffer("zero_k_bias", torch.zeros(embed_dim))
+        self.proj = nn.Linear(embed_dim, embed_dim)
+
+    def forward(
+        self, x: torch.Tensor | None, kv_tokens: torch.Tensor, cu_seqlens: torch.Tensor
+    ) -> torch.Tensor:
+        n = kv_tokens.shape[0]
+        kv = F.linear(kv_tokens, self.mat_kv.weight, torch.cat((self.zero_k_bias, self.v_bias)))
+        kv = kv.view(n, 2, self.num_heads, self.head_dim)
+        if self.for_pool:
+            batch = cu_seqlens.shape[0] - 1
+            q = self.mat_q.to(kv.dtype).expand(batch, -1, -1).unsqueeze(1)  # (B, 1, H, c)
+        else:
+            q = self.mat_q(x).view(*x.shape[:2], self.num_heads, self.head_dim)
+        out = varlen_text_attention(q, kv, cu_seqlens, 1 / math.sqrt(self.head_dim))
+        if q.dtype == torch.float32:
+            out = out.float()
+        return self.proj(out.flatten(2))
+
+
+class SelfAttention(nn.Module):
+    """Cosine self-attention with 2D RoPE over ``[KV cache ++ this pass's tokens]``."""
+
+    def __init__(self, embed_dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, embed_dim // num_heads
+        self.scale_mul_1H11 = nn.Parameter(torch.full((1, num_heads, 1, 1), 4.0).log())
+        self.mat_qkv = nn.Linear(embed_dim, 3 * embed_dim, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(embed_dim))
+        self.v_bias = nn.Parameter(torch.zeros(embed_dim))
+        self.register_buffer("zero_k_bias", torch.zeros(embed_dim))
+        self.proj = nn.Linear(embed_dim, embed_dim)
+
+    def forward(self, x: torch.Tensor, layer: int, spec: PassSpec) -> torch.Tensor:
+        b, n, c = x.shape
+        bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
+        qkv = F.linear(x, self.mat_qkv.weight, bias).view(b, n, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.unbind(2)
+        # Normalisation and RoPE in fp32 (autocast keeps norms in fp32; the official RoPE disables autocast).
+        q, k = cosine_attention_qk(q.float(), k.float(), self.scale_mul_1H11)
+        q, k = _rope_fn(spec.rope_impl)(
+            q, k, spec.rope_tables, spec.scale_ids, spec.rows, spec.cols, check_bounds=False
+        )
+        q, k = q.to(v.dtype), k.to(v.dtype)
+        if spec.causal_scale_mask is not None:
+            out = F.scaled_dot_product_attention(
+                q.transpose(1, 2),
+                k.transpose(1, 2),
+                v.transpose(1, 2),
+                attn_mask=spec.causal_scale_mask,
+                scale=1.0,
+            ).transpose(1, 2)
+        else:
+            k_cache = v_cache = None
+            if spec.cache is not None:
+                k_cache, v_cache = spec.cache.read(layer)
+                k_cache, v_cache = k_cache.to(v.dtype), v_cache.to(v.dtype)
+            out = mixed_scale_attention(
+                q,
+                k,
+                v,
+                k_cache,
+                v_cache,
+                spec.scale_ids,
+                mode=spec.mode,
+                backend=spec.backend,
+                softmax_scale=1.0,
+                sa_impl=spec.sa_impl,
+            )
+            if spec.append:
+                spec.cache.write(layer, k, v)
+        return self.proj(out.reshape(b, n, c))
+
+
+class FFN(nn.Module):
+    def __init__(self, embed_dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(embed_dim, hidden)
+        self.fc2 = nn.Linear(hidden, embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+def ada_layer_norm(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, eps: float) -> torch.Tensor:
+    """LayerNorm without affine, then ``· (1 + scale) + shift``; fp32 (the release's fused AdaLN)."""
+    x = F.layer_norm(x.float(), (x.shape[-1],), eps=eps)
+    return x.mul(scale.add(1)).add_(shift)
+
+
+class InfinityBlock(nn.Module):
+    def __init__(self, cfg: InfinityConfig):
+        super().__init__()
+        c = cfg.embed_dim
+        self.eps = cfg.norm_eps
+        self.sa = SelfAttention(c, cfg.num_heads)
+        self.ca = TextCrossAttention(c, c, cfg.num_heads)
+        self.ffn = FFN(c, cfg.ffn_hidden)
+        self.ca_norm = nn.LayerNorm(c, eps=cfg.norm_eps)
+        self.ada_gss = nn.Parameter(torch.zeros(1, 1, 6, c))
+
+    def forward(self, x: torch.Tensor, text: TextContext, layer: int, spec: PassSpec) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            gamma1, gamma2, scale1, scale2, shift1, shift2 = (self.ada_gss + text.gss).unbind(2)
+        x = x + self.sa(ada_layer_norm(x, scale1, shift1, self.eps), layer, spec).mul_(gamma1)
+        x = x + self.ca(self.ca_norm(x), text.ca_kv, text.cu_seqlens).float()
+        return x + self.ffn(ada_layer_norm(x, scale2, shift2, self.eps)).mul(gamma2)
+
+
+class _BlockChunk(nn.Module):
+    """Only gives the key names their ``block_chunks.{c}.module.{j}`` shape."""
+
+    def __init__(self, blocks: list[InfinityBlock]):
+        super().__init__()
+        self.module = nn.ModuleList(blocks)
+
+
+class _RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        return ((xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True).add_(self.eps))) * self.weight).to(x.dtype)
+
+
+class _AttentivePool(nn.Module):
+    def __init__(self, cfg: InfinityConfig):
+        super().__init__()
+        self.ca = TextCrossAttention(cfg.embed_dim, cfg.text_channels, cfg.pool_heads, for_pool=True)
+
+    def forward(self, kv_tokens: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+        return self.ca(None, kv_tokens, cu_seqlens).squeeze(1)
+
+
+class _SharedAdaLin(nn.Linear):
+    def forward(self, cond: torch.Tensor) -> torch.Tensor:
+        return super().forward(cond).reshape(-1, 1, 6, self.weight.shape[0] // 6)
+
+
+class _HeadNorm(nn.Module):
+    def __init__(self, c: int, d: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * c))
+
+    def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.ada_lin(cond).view(-1, 1, 2, h.shape[-1]).unbind(2)
+        return ada_layer_norm(h, scale, shift, self.eps)
+
+
+class InfinityTransformer(nn.Module):
+    def __init__(self, cfg: InfinityConfig):
+        super().__init__()
+        self.config = cfg
+        c, ct5 = cfg.embed_dim, cfg.text_channels
+        self.cfg_uncond = nn.Parameter(torch.zeros(cfg.text_maxlen, ct5))
+        self.pos_start = nn.Parameter(torch.zeros(1, 1, c))
+        self.text_norm = _RMSNorm(ct5, cfg.norm_eps)
+        self.text_proj_for_sos = _AttentivePool(cfg)
+        self.text_proj_for_ca = nn.Sequential(nn.Linear(ct5, c), nn.GELU(approximate="tanh"), nn.Linear(c, c))
+        self.lvl_embed = nn.Embedding(cfg.num_levels, c)
+        self.word_embed = nn.Linear(cfg.d_vae, c)
+        self.shared_ada_lin = nn.Sequential(nn.SiLU(), _SharedAdaLin(c, 6 * c))
+        self.head_nm = _HeadNorm(c, c, cfg.norm_eps)
+        self.head = nn.Linear(c, cfg.num_logits)
+        per = cfg.blocks_per_chunk
+        self.block_chunks = nn.ModuleList(
+            _BlockChunk([InfinityBlock(cfg) for _ in range(per)]) for _ in range(cfg.block_chunks)
+        )
+
+    @property
+    def blocks(self) -> list[InfinityBlock]:
+        return [blk for chunk in self.block_chunks for blk in chunk.module]
+
+    def cast_blocks(self) -> InfinityTransformer:
+        """Cast the transformer blocks to the config's block dtype (bf16 for the releases), the rest stays fp32."""
+        for chunk in self.block_chunks:
+            chunk.to(self.config.block_dtype)
+        return self
+
+    @torch.no_grad()
+    def init_random(self, seed: int = 0) -> InfinityTransformer:
+        """Seeded random weights in the shape of the official init (for tests, benchmarks and the CPU default).
+
+        Every tensor is drawn from one CPU generator in a fixed order, so a seed names one model on any device.
+        AdaLN gains get non-zero values so every path of the block is exercised.
+        """
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        c = self.config.embed_dim
+        std = math.sqrt(1 / c / 3)
+        for name, p in self.named_parameters():
+            if name.endswith("scale_mul_1H11"):
+                values = torch.full(p.shape, math.log(4.0))
+            elif name.endswith(("norm.weight", "text_norm.weight")):
+                values = 1 + 0.02 * torch.randn(p.shape, generator=gen)
+            elif name == "cfg_uncond":
+                values = torch.randn(p.shape, generator=gen).clamp_(-2.4, 2.4) * 1.2 / math.sqrt(p.shape[1])
+            elif name.endswith("ada_gss"):
+                values = torch.randn(p.shape, generator=gen) / math.sqrt(c)
+            else:
+                values = torch.randn(p.shape, generator=gen) * std
+            p.copy_(values.to(p.dtype))
+        return self
+
+    # ------------------------------------------------------------------------------------------ text
+
+    def encode_text(self, kv_compact: torch.Tensor, cu_seqlens: torch.Tensor) -> TextContext:
+        """Text features ``(N, Ct5)`` of every row, packed, to the conditioning the blocks use."""
+        kv = self.text_norm(kv_compact)
+        cond = self.text_proj_for_sos(kv, cu_seqlens)
+        ca_kv = self.text_proj_for_ca(kv)
+        with torch.autocast(kv.device.type, enabled=False):
+            gss = self.shared_ada_lin(cond.float()).float().contiguous()
+        return TextContext(cond=cond, gss=gss, ca_kv=ca_kv, cu_seqlens=cu_seqlens)
+
+    def start_tokens(self, text: TextContext) -> torch.Tensor:
+        """The first scale's single token: the pooled text vector plus ``pos_start``, ``(B, 1, C)``."""
+        b = text.batch_size
+        return text.cond.unsqueeze(1).expand(b, 1, -1) + self.pos_start.expand(b, 1, -1)
+
+    # ------------------------------------------------------------------------------------------ passes
+
+    def add_level(self, x: torch.Tensor, scale_ids: torch.Tensor) -> torch.Tensor:
+        """Add each token's scale level embedding (only before the first block, as the release does)."""
+        return x + self.lvl_embed.weight[scale_ids]
+
+    def run_blocks(self, x: torch.Tensor, text: TextContext, spec: PassSpec) -> torch.Tensor:
+        for layer, block in enumerate(self.blocks):
+            x = block(x, text, layer, spec)
+        if spec.cache is not None and spec.append:
+            spec.cache.commit()
+        return x
+
+    def logits(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """``(B, L, 2·d)`` bit logits in fp32; ``[..., 2k + b]`` is bit k taking value b."""
+        with torch.autocast(h.device.type, enabled=False):
+            return self.head(self.head_nm(h.float(), cond.float()))

@@ -1,0 +1,37 @@
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from moss_models.infinity import InfinityGenerator, TextBatch, load_transformer, load_vae
+
+FIXTURE = Path(__file__).parent / "fixtures" / "infinity_tiny"
+
+
+@pytest.fixture(scope="session")
+def fixture_io():
+    return load_file(FIXTURE / "inputs.safetensors"), load_file(FIXTURE / "outputs.safetensors")
+
+
+@pytest.fixture(scope="session")
+def tiny_generator():
+    """The official-code fixture's weights loaded through the release loading path."""
+    transformer = load_transformer("infinity_tiny", FIXTURE / "infinity_tiny.safetensors")
+    vae = load_vae("infinity_tiny", FIXTURE / "vae_tiny.pth")
+    return InfinityGenerator(transformer, vae)
+
+
+@pytest.fixture(scope="session")
+def fixture_text(fixture_io):
+    inputs, _ = fixture_io
+    return TextBatch(inputs["kv_compact"], inputs["lens"].tolist(), inputs["cu_seqlens_k"])
+
+
+@pytest.fixture
+def two_threads():
+    """The fixture was made with 2 CPU threads; CPU convolutions round differently with other thread counts."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
