@@ -20,7 +20,7 @@ from moss_models.infinity.pipeline import (
     estimate_kv_cache,
 )
 from moss_models.infinity.schedules import ASPECT_RATIOS, InfinitySchedule, get_schedule
-from moss_models.infinity.text import T5TextEncoder, TextBatch
+from moss_models.infinity.text import HashedTextEncoder, T5TextEncoder, TextBatch
 from moss_models.infinity.transformer import InfinityTransformer
 from moss_models.infinity.vae import BSQVAE, BSQVAEConfig
 
@@ -34,6 +34,7 @@ __all__ = [
     "CheckpointNotFoundError",
     "GenerationResult",
     "GenerationStats",
+    "HashedTextEncoder",
     "InfinityConfig",
     "InfinityGenerator",
     "InfinitySchedule",

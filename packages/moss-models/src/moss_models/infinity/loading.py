@@ -81,7 +81,8 @@ def release_paths(name: str, root: str | Path | None = None, *, text_encoder: bo
             f"{name} needs its release checkpoints, and {len(missing)} of {len(paths)} are missing: {listed}. "
             f"Download them from the Hugging Face repos FoundationVision/Infinity (transformer and VAE) and "
             f"google/flan-t5-xl (text encoder) into one folder and point {CHECKPOINT_ENV} at it "
-            f"(export {CHECKPOINT_ENV}=/path/to/checkpoints), or pass the folder explicitly."
+            f"(export {CHECKPOINT_ENV}=/path/to/checkpoints), or pass the folder explicitly "
+            "(root=... in Python; paths.checkpoints=... for tools/run.py)."
         )
     return paths
 
@@ -150,15 +151,19 @@ def load_vae(config: InfinityConfig | str, path: str | Path, device: torch.devic
 
 
 def load_infinity(
-    name: str = "infinity_2b",
+    name: str | InfinityConfig = "infinity_2b",
     root: str | Path | None = None,
     device: torch.device | str = "cpu",
     *,
     text_encoder: bool = True,
     rope_impl: str = "torch",
 ) -> InfinityGenerator:
-    """A generator built from the release files of ``name`` under the checkpoint root."""
-    config = get_config(name)
+    """A generator built from the release files of ``name`` under the checkpoint root.
+
+    ``name`` may be a config whose fields were changed (e.g. ``block_dtype``); its ``name`` picks the files.
+    """
+    config = get_config(name) if isinstance(name, str) else name
+    name = config.name
     paths = release_paths(name, root, text_encoder=text_encoder)
     transformer = load_transformer(config, paths["transformer"], device)
     vae = load_vae(config, paths["vae"], device)

@@ -22,6 +22,7 @@ from moss_dispatch import Dispatch, ScalePlan, ScaleSelection, composite, get_sc
 from moss_models.core.kv_cache import KVCache
 from moss_models.core.sampling import SEEDING_MODES, make_generators, sample_bits
 from moss_models.core.timing import StageClock
+from moss_models.infinity.config import InfinityConfig
 from moss_models.infinity.schedules import RESOLUTION_TO_BUDGET, InfinitySchedule, get_schedule
 from moss_models.infinity.text import T5TextEncoder, TextBatch
 from moss_models.infinity.transformer import InfinityTransformer, PassSpec, TextContext
@@ -453,3 +454,70 @@ def estimate_kv_cache(
         cached = sum(h * w for h, w in sched.grids[:-1])
     rows = batch_size * (2 if cfg else 1)
     return KVCache(config.depth, rows, config.num_heads, config.head_dim, cached, config.block_dtype, "meta")
+
+
+def count_backbone_flops(
+    config: InfinityConfig,
+    resolution: int | str = 1024,
+    *,
+    moss: MossConfig | None = None,
+    batch_size: int = 1,
+    cfg: bool = True,
+    text_tokens: int = 32,
+    aspect_ratio: float = 1.0,
+) -> list[int]:
+    """FLOPs of every forward pass of one generation, counted on the meta device (nothing is allocated).
+
+    Runs the same transformer passes as :meth:`InfinityGenerator.generate` (text conditioning, every drafter or
+    baseline scale with its KV cache, the packed MoSs stage, the head) on meta tensors under
+    ``torch.utils.flop_counter.FlopCounterMode``. The MoSs stage's token counts do not depend on the image, so
+    the count is exact for any prompt of ``text_tokens`` tokens. Returns FLOPs per pass; the text encoding's
+    share is added to the first pass. The VAE decode is not included (the paper's backbone).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    sched = get_schedule(resolution, aspect_ratio)
+    grids, n_scales = sched.grids, len(sched.grids)
+    rows = batch_size * (2 if cfg else 1)
+    with torch.device("meta"):
+        tf = InfinityTransformer(config).cast_blocks().eval()
+    scheme = InfinityRope2D(config.head_dim, ref_grid=sched.rope_grid, base=config.rope_base)
+    tables = precompute_rope_tables(scheme, grids, device="meta")
+    plan = ScalePlan(grids, n_scales - moss.k, moss.thresholds) if moss else None
+    num_draft = plan.num_draft_scales if plan else n_scales
+    cached = sum(h * w for h, w in grids[: num_draft if plan else n_scales - 1])
+    cache = KVCache(config.depth, rows, config.num_heads, config.head_dim, cached, config.block_dtype, "meta")
+    autocast = torch.autocast("cpu", dtype=config.block_dtype, enabled=config.block_dtype != torch.float32)
+    per_pass = []
+    with torch.no_grad(), autocast:
+        counter = FlopCounterMode(display=False)
+        with counter:
+            kv = torch.empty(rows * text_tokens, config.text_channels, device="meta")
+            cu = torch.arange(
+                0, rows * text_tokens + 1, text_tokens, dtype=torch.int32
+            )  # CPU: read by the loop
+            ctx = tf.encode_text(kv, cu)
+        text_flops = counter.get_total_flops()
+        passes = [(si, grids[si]) for si in range(num_draft)]
+        for i, (si, (h, w)) in enumerate(passes):
+            counter = FlopCounterMode(display=False)
+            with counter:
+                ids = torch.full((h * w,), si, dtype=torch.long, device="meta")
+                pos = torch.zeros(h * w, dtype=torch.long, device="meta")
+                spec = PassSpec(ids, pos, pos, tables, cache, append=plan is not None or si < n_scales - 1)
+                x = torch.empty(rows, h * w, config.embed_dim, device="meta")
+                hid = tf.run_blocks(tf.add_level(x, ids), ctx, spec)
+                tf.logits(hid, ctx.cond)
+            per_pass.append(counter.get_total_flops() + (text_flops if i == 0 else 0))
+        if plan is not None:
+            n = plan.moss_tokens
+            counter = FlopCounterMode(display=False)
+            with counter:
+                ids = torch.zeros(n, dtype=torch.long, device="meta")
+                pos = torch.zeros(rows, n, dtype=torch.long, device="meta")
+                spec = PassSpec(ids, pos, pos, tables, cache, append=False, mode=moss.mode, backend="sdpa")
+                x = torch.empty(rows, n, config.embed_dim, device="meta")
+                hid = tf.run_blocks(tf.add_level(x, ids), ctx, spec)
+                tf.logits(hid, ctx.cond)
+            per_pass.append(counter.get_total_flops())
+    return per_pass

@@ -96,3 +96,33 @@ class T5TextEncoder:
         feats = self.model(input_ids=ids, attention_mask=mask)["last_hidden_state"].float()
         lens = mask.sum(-1).tolist()
         return TextBatch.from_features([feats[i, :n] for i, n in enumerate(lens)])
+
+
+class HashedTextEncoder:
+    """Deterministic stand-in text features for random-weight models (the CPU default needs no download).
+
+    Each whitespace-separated word maps to a fixed unit-variance vector seeded by its SHA-256, plus an end token,
+    so the same prompt always gives the same features and different prompts give different ones. It carries no
+    language understanding and is meant only for models whose weights are random too.
+    """
+
+    def __init__(self, channels: int, max_length: int = 512, device: torch.device | str = "cpu"):
+        self.channels = channels
+        self.max_length = max_length
+        self.device = torch.device(device)
+
+    def _vector(self, token: str) -> torch.Tensor:
+        import hashlib
+
+        seed = int.from_bytes(hashlib.sha256(token.encode("utf-8")).digest()[:8], "little")
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        return torch.randn(self.channels, generator=gen)
+
+    def encode(self, prompts: list[str]) -> TextBatch:
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise ValueError(f"prompts must be a non-empty list of strings, got {prompts!r:.200}")
+        feats = []
+        for p in prompts:
+            tokens = [*p.lower().split()[: self.max_length - 1], "</s>"]
+            feats.append(torch.stack([self._vector(t) for t in tokens]).to(self.device))
+        return TextBatch.from_features(feats)

@@ -27,6 +27,12 @@ from moss_models.core.kv_cache import KVCache
 from moss_models.infinity.config import InfinityConfig
 
 
+def autocast_off(x: torch.Tensor):
+    """Disable autocast for ``x``'s device (meta tensors, used for FLOP counting, count as CPU)."""
+    device_type = x.device.type if x.device.type in ("cuda", "cpu", "xpu", "mps") else "cpu"
+    return torch.autocast(device_type, enabled=False)
+
+
 @dataclass
 class TextContext:
     """Text conditioning of one batch (rows = images, or 2× images with CFG: conditional rows first)."""
@@ -211,7 +217,7 @@ class InfinityBlock(nn.Module):
         self.ada_gss = nn.Parameter(torch.zeros(1, 1, 6, c))
 
     def forward(self, x: torch.Tensor, text: TextContext, layer: int, spec: PassSpec) -> torch.Tensor:
-        with torch.autocast(x.device.type, enabled=False):
+        with autocast_off(x):
             gamma1, gamma2, scale1, scale2, shift1, shift2 = (self.ada_gss + text.gss).unbind(2)
         x = x + self.sa(ada_layer_norm(x, scale1, shift1, self.eps), layer, spec).mul_(gamma1)
         x = x + self.ca(self.ca_norm(x), text.ca_kv, text.cu_seqlens).float()
@@ -323,7 +329,7 @@ class InfinityTransformer(nn.Module):
         kv = self.text_norm(kv_compact)
         cond = self.text_proj_for_sos(kv, cu_seqlens)
         ca_kv = self.text_proj_for_ca(kv)
-        with torch.autocast(kv.device.type, enabled=False):
+        with autocast_off(kv):
             gss = self.shared_ada_lin(cond.float()).float().contiguous()
         return TextContext(cond=cond, gss=gss, ca_kv=ca_kv, cu_seqlens=cu_seqlens)
 
@@ -347,5 +353,5 @@ class InfinityTransformer(nn.Module):
 
     def logits(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """``(B, L, 2·d)`` bit logits in fp32; ``[..., 2k + b]`` is bit k taking value b."""
-        with torch.autocast(h.device.type, enabled=False):
+        with autocast_off(h):
             return self.head(self.head_nm(h.float(), cond.float()))

@@ -1,0 +1,50 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict, read_write
+
+from moss_run.config import register_resolvers
+
+ROOT = Path(__file__).resolve().parents[2]
+CONF = ROOT / "conf"
+
+register_resolvers()
+
+
+def compose_config(overrides=(), output_dir=None):
+    """The real config tree, composed as tools/run.py composes it, with the Hydra config set for this process."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+    if output_dir is not None:
+        with read_write(cfg), open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(output_dir)
+            cfg.paths.output_dir = str(output_dir)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def run_cli(args, *, timeout=300, env=None, cwd=ROOT):
+    """tools/run.py in a subprocess (W&B offline, its files under the run dir)."""
+    full_env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}
+    full_env = {k: v for k, v in full_env.items() if v is not None}  # None: unset the variable
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "run.py"), *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(autouse=True)
+def _clear_hydra():
+    yield
+    GlobalHydra.instance().clear()

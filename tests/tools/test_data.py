@@ -1,0 +1,62 @@
+"""Prompt sets: inline lists, .txt and .jsonl files, and the errors a malformed file gets."""
+
+import pytest
+
+from moss_run.data import PromptDataset
+from moss_run.errors import UserError
+
+
+def _write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_txt_file(tmp_path):
+    ds = PromptDataset.from_file(_write(tmp_path, "p.txt", "a cat\n\n  a dog  \n"), seed=5)
+    assert [(it.id, it.prompt, it.seed) for it in ds.items] == [("00000", "a cat", 5), ("00001", "a dog", 6)]
+
+
+def test_jsonl_file_with_seeds_ids_and_aspect_ratio(tmp_path):
+    text = '{"prompt": "a cat", "seed": 42, "id": "cat-1"}\n{"prompt": "a dog", "aspect_ratio": 0.5}\n'
+    ds = PromptDataset.from_file(_write(tmp_path, "p.jsonl", text), seed=0)
+    assert [(it.id, it.seed, it.aspect_ratio) for it in ds.items] == [("cat-1", 42, None), ("00001", 1, 0.5)]
+    assert [it.id for it in ds.subset({"00001"}).items] == ["00001"]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "match"),
+    [
+        ("p.txt", "\n\n", r"p.txt holds no prompts"),
+        ("p.jsonl", "", r"p.jsonl holds no prompts"),
+        ("p.jsonl", '{"prompt": "ok"}\n{"prompt": "bad",}\n', r"p.jsonl line 2: not valid JSON"),
+        ("p.jsonl", '{"prompt": "ok"}\n["a list"]\n', r"p.jsonl line 2: each line must be a JSON object"),
+        ("p.jsonl", '{"text": "x"}\n', r"p.jsonl line 1: unknown field\(s\) \['text'\]"),
+        ("p.jsonl", '{"prompt": ""}\n', r"p.jsonl line 1: \"prompt\" must be a non-empty string"),
+        ("p.jsonl", '{"prompt": "a", "seed": -1}\n', r"line 1: \"seed\" must be a non-negative integer"),
+        ("p.jsonl", '{"prompt": "a", "id": "../x"}\n', r"line 1: \"id\" '../x' must be"),
+        (
+            "p.jsonl",
+            '{"prompt": "a", "id": "x"}\n{"prompt": "b", "id": "x"}\n',
+            r"line 2: duplicate id 'x' \(first used on line 1\)",
+        ),
+        (
+            "p.jsonl",
+            '{"prompt": "a", "aspect_ratio": 0}\n',
+            r"line 1: \"aspect_ratio\" must be a positive number",
+        ),
+        ("p.csv", "a,b\n", r"must end in .txt .* or .jsonl, not '.csv'"),
+    ],
+)
+def test_malformed_files_name_the_file_and_line(tmp_path, name, text, match):
+    with pytest.raises(UserError, match=match):
+        PromptDataset.from_file(_write(tmp_path, name, text))
+
+
+def test_missing_file_and_bad_lists(tmp_path):
+    with pytest.raises(UserError, match=r"prompt file .*nope.txt does not exist \(data.path\)"):
+        PromptDataset.from_file(tmp_path / "nope.txt")
+    with pytest.raises(UserError, match=r"data.prompts must be a non-empty list"):
+        PromptDataset.from_list([])
+    with pytest.raises(UserError, match=r"data.prompts\[1\] must be a non-empty string"):
+        PromptDataset.from_list(["a", "  "])

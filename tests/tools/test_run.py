@@ -1,0 +1,146 @@
+"""The main job end to end, as users run it: tools/run.py in a subprocess (W&B offline)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from PIL import Image
+
+from moss_run.app import run
+from moss_run.errors import UserError
+
+from .conftest import ROOT, compose_config, run_cli
+
+
+def _records(run_dir):
+    return [json.loads(line) for line in (run_dir / "records.jsonl").read_text().splitlines()]
+
+
+def test_default_run_writes_images_records_summary_and_an_offline_wandb_run(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_cli(
+        [f"hydra.run.dir={run_dir}"], env={"WANDB_API_KEY": None, "WANDB_MODE": None, "HOME": str(tmp_path)}
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = _records(run_dir)
+    assert [r["id"] for r in records] == ["00000", "00001", "00002"]
+    for r in records:
+        img = Image.open(run_dir / r["image"])
+        assert img.size == (256, 256) and img.mode == "RGB"
+        assert r["moss"] == "k2" and r["model"] == "tiny" and r["attn"] == "cssa"
+        assert set(r["latency_s"]) >= {"draft", "dispatch", "moss", "decode", "backbone", "total"}
+        assert r["tokens_processed"] == sum(r["tokens_per_pass"]) and r["forward_passes"] == 6
+        assert r["kv_cache_bytes"] > 0 and r["flops"] > 0 and r["fallbacks"] == []
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["num_images"] == 3 and summary["latency_s"]["backbone"]["median"] > 0
+    assert (run_dir / "config.yaml").read_text().count("thresholds:") == 1
+    runs = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1 and runs[0].stat().st_size > 0  # the mode defaulted to offline without credentials
+
+
+def test_killed_run_resumes_without_losing_or_redoing_images(tmp_path):
+    run_dir = tmp_path / "run"
+    prompts = "[" + ",".join(f"prompt number {i}" for i in range(40)) + "]"
+    args = [f"hydra.run.dir={run_dir}", "logger=none", f"data.prompts={prompts}", "measure.warmup=0"]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tools" / "run.py"), *args], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    records = run_dir / "records"
+    deadline = time.time() + 240
+    while time.time() < deadline and (not records.is_dir() or len(list(records.glob("*.json"))) < 3):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # a real kill, mid-run
+    proc.wait()
+    done_before = {p.stem: p.stat().st_mtime_ns for p in (run_dir / "images").glob("*.png")}
+    assert 3 <= len(done_before) < 40, "the run should have been killed part-way"
+    assert not (run_dir / "records.jsonl").exists()
+
+    again = run_cli(args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    records_after = _records(run_dir)
+    assert [r["id"] for r in records_after] == [f"{i:05d}" for i in range(40)]
+    # finished images were not regenerated, and nothing half-written is left behind
+    for stem, mtime in done_before.items():
+        if (records / f"{stem}.json").exists():
+            assert (run_dir / "images" / f"{stem}.png").stat().st_mtime_ns == mtime
+    assert not list(run_dir.rglob(".*.tmp"))
+    assert len(list((run_dir / "images").glob("*.png"))) == 40
+
+
+def test_cpu_ddp_with_two_processes_writes_every_image_exactly_once(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_cli(
+        [f"hydra.run.dir={run_dir}", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+         "logger=none", "data.prompts=[a,b,c,d,e]", "measure.flops=false"],
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = _records(run_dir)
+    assert sorted(r["id"] for r in records) == ["00000", "00001", "00002", "00003", "00004"]
+    assert {r["rank"] for r in records} == {0, 1}
+    assert len(list((run_dir / "images").glob("*.png"))) == 5
+
+
+def test_sweep_with_ddp_writes_one_folder_per_point(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli(
+        ["-m", "moss=off,k2", f"hydra.sweep.dir={sweep}", "trainer=ddp", "trainer.accelerator=cpu",
+         "trainer.devices=2", "logger=none", "data.prompts=[a,b,c]", "measure.flops=false"],
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dirs = sorted(p.parent for p in sweep.rglob("records.jsonl"))
+    assert len(run_dirs) == 2
+    assert sorted({r["moss"] for d in run_dirs for r in _records(d)}) == ["k2", "off"]
+    for d in run_dirs:
+        assert sorted(r["id"] for r in _records(d)) == ["00000", "00001", "00002"]
+    assert len(list(sweep.rglob("images/*.png"))) == 6  # no rank re-ran the sweep into a folder of its own
+
+    # ...and the sweep summarises into one table and an image grid
+    summary = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "summarize.py"), str(sweep), "--no-wandb"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert summary.returncode == 0, summary.stderr[-3000:]
+    assert "| tiny-off-cssa | off | cssa | 3 |" in summary.stdout
+    assert "| tiny-k2-cssa | k2 | cssa | 3 |" in summary.stdout
+    assert Image.open(sweep / "grid.png").size[0] > 256 * 2
+    assert (sweep / "speed_quality.png").is_file()
+
+
+def test_missing_checkpoints_print_one_clear_paragraph(tmp_path):
+    proc = run_cli(
+        ["model=infinity", "moss=k5", "attn=cssa_triton", f"hydra.run.dir={tmp_path / 'run'}", "logger=none"],
+        env={"MOSS_CHECKPOINTS": str(tmp_path / "ckpt")},
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    message = proc.stderr.strip().splitlines()[-1]
+    for part in (
+        "infinity_2b_reg.pth",
+        "infinity_vae_d32reg.pth",
+        "flan-t5-xl",
+        str(tmp_path / "ckpt"),
+        "MOSS_CHECKPOINTS",
+    ):
+        assert part in message
+
+
+def test_resumed_complete_run_only_rebuilds_the_summary(tmp_path):
+    cfg = compose_config(["logger=none", "data.prompts=[a,b]", "measure.warmup=0"], tmp_path)
+    first = run(cfg)
+    assert first["num_images"] == 2
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "images").glob("*.png")}
+    second = run(compose_config(["logger=none", "data.prompts=[a,b]", "measure.warmup=0"], tmp_path))
+    assert second["num_images"] == 2
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "images").glob("*.png")} == mtimes
+
+
+def test_malformed_prompt_file_is_a_user_error(tmp_path):
+    bad = tmp_path / "prompts.jsonl"
+    bad.write_text('{"prompt": "fine"}\n{"prompt": 3}\n')
+    cfg = compose_config(["data=prompts_file", f"data.path={bad}", "logger=none"], tmp_path / "out")
+    with pytest.raises(UserError, match=r"prompts.jsonl line 2: \"prompt\" must be a non-empty string"):
+        run(cfg)

@@ -1,0 +1,129 @@
+"""Prompt sets: an inline list or a file (.txt, one prompt a line; .jsonl, one object a line)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from moss_run.errors import UserError
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class PromptItem:
+    index: int  # position in the prompt set; also the default id and seed offset
+    id: str  # output file stem: images/<id>.png, records/<id>.json
+    prompt: str
+    seed: int
+    aspect_ratio: float | None = None  # None: the run's generation.aspect_ratio
+
+
+class PromptDataset(Dataset):
+    def __init__(self, items: Sequence[PromptItem], source: str = "<list>"):
+        self.items = list(items)
+        self.source = source
+
+    @classmethod
+    def from_list(cls, prompts: Sequence[str], seed: int = 0) -> PromptDataset:
+        if isinstance(prompts, str) or not prompts:
+            raise UserError(f"data.prompts must be a non-empty list of prompts, got {prompts!r}")
+        items = []
+        for i, p in enumerate(prompts):
+            if not isinstance(p, str) or not p.strip():
+                raise UserError(f"data.prompts[{i}] must be a non-empty string, got {p!r}")
+            items.append(PromptItem(i, f"{i:05d}", p.strip(), seed + i))
+        return cls(items)
+
+    @classmethod
+    def from_file(cls, path: str | Path, seed: int = 0) -> PromptDataset:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"prompt file {path} does not exist (data.path)")
+        if path.suffix == ".txt":
+            items = _read_txt(path, seed)
+        elif path.suffix == ".jsonl":
+            items = _read_jsonl(path, seed)
+        else:
+            raise UserError(
+                f"prompt file {path} must end in .txt (one prompt a line) or .jsonl, not {path.suffix!r}"
+            )
+        if not items:
+            raise UserError(f"prompt file {path} holds no prompts")
+        return cls(items, str(path))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return asdict(self.items[i])
+
+    def subset(self, ids: set[str] | Sequence[str]) -> PromptDataset:
+        """The items whose id is in ``ids``, in prompt-set order."""
+        keep = set(ids)
+        return PromptDataset([it for it in self.items if it.id in keep], self.source)
+
+
+def collate_items(batch: list[dict]) -> list[dict]:
+    return batch
+
+
+def _read_txt(path: Path, seed: int) -> list[PromptItem]:
+    items = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue  # blank lines carry nothing; skipping them keeps indices dense
+        i = len(items)
+        items.append(PromptItem(i, f"{i:05d}", line.strip(), seed + i))
+    return items
+
+
+def _read_jsonl(path: Path, seed: int) -> list[PromptItem]:
+    items: list[PromptItem] = []
+    first_line: dict[str, int] = {}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path} line {lineno}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(obj, dict):
+            raise UserError(
+                f'{where}: each line must be a JSON object with a "prompt", got {type(obj).__name__}'
+            )
+        unknown = sorted(set(obj) - {"prompt", "seed", "id", "aspect_ratio"})
+        if unknown:
+            raise UserError(f"{where}: unknown field(s) {unknown}; allowed: prompt, seed, id, aspect_ratio")
+        prompt = obj.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise UserError(f'{where}: "prompt" must be a non-empty string, got {prompt!r}')
+        i = len(items)
+        item_seed = obj.get("seed", seed + i)
+        if not isinstance(item_seed, int) or isinstance(item_seed, bool) or not 0 <= item_seed < 2**63:
+            raise UserError(f'{where}: "seed" must be a non-negative integer, got {item_seed!r}')
+        item_id = str(obj.get("id", f"{i:05d}"))
+        if not _SAFE_ID.match(item_id):
+            raise UserError(
+                f"{where}: \"id\" {item_id!r} must be 1-128 characters of letters, digits, '.', '_', '-'"
+            )
+        if item_id in first_line:
+            raise UserError(f"{where}: duplicate id {item_id!r} (first used on line {first_line[item_id]})")
+        first_line[item_id] = lineno
+        ratio = obj.get("aspect_ratio")
+        if ratio is not None and (
+            not isinstance(ratio, int | float) or isinstance(ratio, bool) or ratio <= 0
+        ):
+            raise UserError(
+                f'{where}: "aspect_ratio" must be a positive number (height / width), got {ratio!r}'
+            )
+        items.append(
+            PromptItem(i, item_id, prompt.strip(), item_seed, None if ratio is None else float(ratio))
+        )
+    return items
