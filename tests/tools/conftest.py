@@ -17,11 +17,11 @@ CONF = ROOT / "conf"
 register_resolvers()
 
 
-def compose_config(overrides=(), output_dir=None):
+def compose_config(overrides=(), output_dir=None, config_name="config"):
     """The real config tree, composed as tools/run.py composes it, with the Hydra config set for this process."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
     if output_dir is not None:
         with read_write(cfg), open_dict(cfg):
             cfg.hydra.runtime.output_dir = str(output_dir)

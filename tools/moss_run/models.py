@@ -37,6 +37,7 @@ def build_generator(
     text_encoder: str | None = None,
     resolution: int = 1024,
     dtype: str = "bf16",
+    arch: dict | None = None,
     rope_impl: str = "torch",
 ) -> InfinityGenerator:
     del resolution  # the run reads it from the config; kept here so the model group can carry its default
@@ -44,12 +45,11 @@ def build_generator(
         raise UserError(f"model.family={family!r} is not implemented yet; available: ['infinity']")
     if weights not in WEIGHTS:
         raise UserError(f"model.weights={weights!r}; choose one of {list(WEIGHTS)}")
-    if dtype not in DTYPES:
-        raise UserError(f"model.dtype={dtype!r}; choose one of {sorted(DTYPES)}")
-    try:
-        cfg = get_config(config).with_(block_dtype=DTYPES[dtype])
-    except ValueError as err:
-        raise UserError(f"model.config: {err}") from None
+    cfg = model_config(config, dtype, arch)
+    if arch and weights == "release":
+        raise UserError(
+            f"model.arch={dict(arch)} changes the architecture, so the release weights cannot load; use model.weights=random"
+        )
     if weights == "random":
         encoder = _text_encoder(cfg, checkpoints, text_encoder, device)
         return random_infinity(cfg, seed, device, text_encoder=encoder, rope_impl=rope_impl)
@@ -57,6 +57,19 @@ def build_generator(
         return load_infinity(cfg, checkpoints, device, rope_impl=rope_impl)
     except CheckpointNotFoundError as err:
         raise UserError(str(err)) from None
+
+
+def model_config(config: str, dtype: str = "bf16", arch: dict | None = None):
+    """The registered config with the run's block dtype and architecture overrides."""
+    if dtype not in DTYPES:
+        raise UserError(f"model.dtype={dtype!r}; choose one of {sorted(DTYPES)}")
+    try:
+        cfg = get_config(config).with_(block_dtype=DTYPES[dtype], **dict(arch or {}))
+    except (ValueError, TypeError) as err:
+        raise UserError(f"model.config={config} / model.arch={dict(arch or {})}: {err}") from None
+    if "vae" in dict(arch or {}):
+        raise UserError("model.arch cannot change the VAE")
+    return cfg
 
 
 def check_model_files(model_cfg) -> None:

@@ -17,6 +17,7 @@ from moss_models.infinity.pipeline import (
     InfinityGenerator,
     MossConfig,
     SamplingConfig,
+    count_backbone_flops,
     estimate_kv_cache,
 )
 from moss_models.infinity.schedules import ASPECT_RATIOS, InfinitySchedule, get_schedule
@@ -43,6 +44,7 @@ __all__ = [
     "SamplingConfig",
     "T5TextEncoder",
     "TextBatch",
+    "count_backbone_flops",
     "estimate_kv_cache",
     "get_config",
     "get_schedule",

@@ -215,7 +215,7 @@ class InfinityGenerator:
         sampling = sampling or SamplingConfig()
         clock = clock or StageClock(self.device)
         tf = self.transformer
-        text = self._text(prompts)
+        text = self.text_batch(prompts)
         batch = text.batch_size
         if len(seeds) != batch:
             raise ValueError(f"seeds has {len(seeds)} entries for {batch} prompts; give one seed per image")
@@ -317,7 +317,7 @@ class InfinityGenerator:
         ``inputs`` ``(B, L − 1, d_vae)``: the ``word_embed`` inputs of scales 1…S−1, concatenated. No CFG.
         """
         tf = self.transformer
-        text = self._text(prompts)
+        text = self.text_batch(prompts)
         sched = self.schedule(resolution, aspect_ratio)
         positions = [self._scale_positions(g) for g in sched.grids]
         ids = torch.cat([torch.full_like(r, si) for si, (r, _) in enumerate(positions)])
@@ -360,7 +360,7 @@ class InfinityGenerator:
             cu_seqlens=F.pad(lens.cumsum(0, dtype=torch.int32), (1, 0)).to(self.device),
         )
 
-    def _text(self, prompts: Sequence[str] | TextBatch) -> TextBatch:
+    def text_batch(self, prompts: Sequence[str] | TextBatch) -> TextBatch:
         if isinstance(prompts, TextBatch):
             text = prompts
         else:
@@ -505,9 +505,13 @@ def count_backbone_flops(
                 ids = torch.full((h * w,), si, dtype=torch.long, device="meta")
                 pos = torch.zeros(h * w, dtype=torch.long, device="meta")
                 spec = PassSpec(ids, pos, pos, tables, cache, append=plan is not None or si < n_scales - 1)
-                x = torch.empty(rows, h * w, config.embed_dim, device="meta")
+                if si == 0:
+                    x = torch.empty(rows, 1, config.embed_dim, device="meta")  # the start token: no embedding
+                else:  # the next-scale input is embedded once per image, then repeated for the CFG rows
+                    x = tf.word_embed(torch.empty(batch_size, h * w, config.d_vae, device="meta"))
+                    x = x.repeat(rows // batch_size, 1, 1)
                 hid = tf.run_blocks(tf.add_level(x, ids), ctx, spec)
-                tf.logits(hid, ctx.cond)
+                tf.logits(hid, ctx.cond)  # the head runs on every CFG row (guidance mixes logits)
             per_pass.append(counter.get_total_flops() + (text_flops if i == 0 else 0))
         if plan is not None:
             n = plan.moss_tokens
@@ -516,7 +520,9 @@ def count_backbone_flops(
                 ids = torch.zeros(n, dtype=torch.long, device="meta")
                 pos = torch.zeros(rows, n, dtype=torch.long, device="meta")
                 spec = PassSpec(ids, pos, pos, tables, cache, append=False, mode=moss.mode, backend="sdpa")
-                x = torch.empty(rows, n, config.embed_dim, device="meta")
+                x = tf.word_embed(torch.empty(batch_size, n, config.d_vae, device="meta")).repeat(
+                    rows // batch_size, 1, 1
+                )
                 hid = tf.run_blocks(tf.add_level(x, ids), ctx, spec)
                 tf.logits(hid, ctx.cond)
             per_pass.append(counter.get_total_flops())

@@ -1,0 +1,350 @@
+"""tools/bench.py: MoSs against the baseline, side by side in one process.
+
+``measure`` mode builds one model, then times every configuration in turn, interleaved (A B C … A B C …) after
+warm-up rounds, with the same prompts and seeds. Latency is the backbone (everything but the VAE decode, as the
+paper measures); the speedup is the median over rounds of the paired ratio baseline/config within a round, which
+cancels drifts of a shared machine. FLOPs are counted exactly on the meta device with the same passes
+(``count_backbone_flops``), so the FLOP ratio is the compute bound on the speedup.
+
+``accounting`` mode needs no GPU and no weights: scales, tokens, KV cache and FLOPs from the meta device, with the
+paper's Table 1 numbers beside them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import re
+import statistics
+import subprocess
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from moss_dispatch import ScalePlan, baseline_account
+from moss_eval import StageTimer, peak_memory
+from moss_models.infinity import (
+    MossConfig,
+    SamplingConfig,
+    count_backbone_flops,
+    estimate_kv_cache,
+    get_schedule,
+)
+from moss_run.errors import UserError
+from moss_run.models import model_config
+from moss_run.writer import atomic_write_text
+
+log = logging.getLogger("moss.bench")
+GIB = 2**30
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+# MoSs paper, Table 1 (Infinity-2B, 1024², RTX 4090, batch 1, backbone latency without the VQVAE).
+PAPER_TABLE1 = {
+    "off": {"scales": "13", "latency_s": 1.29, "kv_gb": 3.13, "speedup": 1.0},
+    "k2": {"scales": "11+2", "latency_s": 0.63, "kv_gb": 2.01, "speedup": 2.05},
+    "k3": {"scales": "10+3", "latency_s": 0.45, "kv_gb": 1.23, "speedup": 2.87},
+    "k4": {"scales": "9+4", "latency_s": 0.38, "kv_gb": 0.73, "speedup": 3.39},
+    "k5": {"scales": "8+5", "latency_s": 0.26, "kv_gb": 0.45, "speedup": 4.96},
+}
+
+
+def moss_by_name(name: str, cfg: DictConfig) -> MossConfig | None:
+    """A ``conf/moss/<name>.yaml`` configuration, resolved for the model family, with the run's dispatch/attn."""
+    path = CONF / "moss" / f"{name}.yaml"
+    if not path.is_file():
+        choices = sorted(p.stem for p in (CONF / "moss").glob("*.yaml"))
+        raise UserError(f"bench.moss entry {name!r} is not a moss config; choose from {choices}")
+    # Resolve the file as the run would: its interpolations see this model's family.
+    scope = OmegaConf.merge({"model": {"family": cfg.model.family}}, {"moss": OmegaConf.load(path)})
+    thresholds = OmegaConf.to_container(scope.moss, resolve=True)["thresholds"]
+    if thresholds is None:
+        return None
+    return MossConfig(
+        thresholds=tuple(float(t) for t in thresholds),
+        scorer=cfg.dispatch.name,
+        scorer_params=OmegaConf.to_container(cfg.dispatch.params) or {},
+        mode=cfg.attn.mode,
+        backend=cfg.attn.backend,
+        sa_impl=cfg.attn.sa_impl,
+    )
+
+
+def scales_label(n_scales: int, moss: MossConfig | None) -> str:
+    return str(n_scales) if moss is None else f"{n_scales - moss.k}+{moss.k}"
+
+
+def device_slug(device: torch.device) -> str:
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"cpu{os.cpu_count()}"
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=CONF.parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _spread(values: list[float]) -> dict:
+    q = statistics.quantiles(values, n=4) if len(values) >= 2 else [values[0]] * 3
+    return {
+        "median": statistics.median(values),
+        "q25": q[0],
+        "q75": q[2],
+        "min": min(values),
+        "max": max(values),
+        "values": values,
+    }
+
+
+def accounting_rows(cfg: DictConfig) -> list[dict]:
+    config = model_config(cfg.model.config, cfg.model.dtype, OmegaConf.to_container(cfg.model.arch))
+    res, ratio = cfg.generation.resolution, cfg.generation.aspect_ratio
+    grids = get_schedule(res, ratio).grids
+    cfg_on = cfg.generation.cfg != 1
+    rows = []
+    for name in cfg.bench.moss:
+        moss = moss_by_name(name, cfg)
+        if moss is None:
+            account = baseline_account(grids)
+        else:
+            account = ScalePlan(grids, len(grids) - moss.k, moss.thresholds).account()
+        kv = estimate_kv_cache(config, res, moss=moss, batch_size=1, cfg=cfg_on, aspect_ratio=ratio).nbytes
+        flops = count_backbone_flops(
+            config,
+            res,
+            moss=moss,
+            batch_size=1,
+            cfg=cfg_on,
+            text_tokens=int(cfg.bench.text_tokens),
+            aspect_ratio=ratio,
+        )
+        rows.append(
+            {
+                "moss": name,
+                "thresholds": list(moss.thresholds) if moss else None,
+                "scales": scales_label(len(grids), moss),
+                "tokens_processed": account.tokens_processed,
+                "forward_passes": account.forward_passes,
+                "kv_cache_bytes": kv,
+                "flops_backbone": sum(flops),
+                "flops_per_pass": flops,
+            }
+        )
+    base = rows[0]
+    for r in rows:
+        r["kv_reduction"] = 1 - r["kv_cache_bytes"] / base["kv_cache_bytes"]
+        r["flop_ratio"] = base["flops_backbone"] / r["flops_backbone"]
+    return rows
+
+
+def measure_rows(cfg: DictConfig, device: torch.device) -> list[dict]:
+    names = list(cfg.bench.moss)
+    configs = {name: moss_by_name(name, cfg) for name in names}
+    generator = instantiate(cfg.model)(device=device, rope_impl=cfg.attn.rope_impl)
+    gen_cfg = cfg.generation
+    sampling = SamplingConfig(
+        cfg=float(gen_cfg.cfg), tau=float(gen_cfg.tau), top_k=int(gen_cfg.top_k), top_p=float(gen_cfg.top_p), seeding=gen_cfg.seeding
+    )  # fmt: skip
+    prompts = list(cfg.bench.prompts) * int(gen_cfg.batch_size)
+    seeds = list(range(cfg.seed, cfg.seed + len(prompts)))
+    text = generator.text_batch(prompts)  # encode once: the text encoder is not part of the backbone
+    res, ratio = gen_cfg.resolution, gen_cfg.aspect_ratio
+    grids = generator.schedule(res, ratio).grids
+
+    def one(name: str) -> dict:
+        timer = StageTimer(device)
+        with peak_memory(device) as peak:
+            result = generator.generate(
+                text, seeds, resolution=res, aspect_ratio=ratio, sampling=sampling, moss=configs[name],
+                decode=bool(cfg.bench.decode), clock=timer,
+            )  # fmt: skip
+        seconds = dict(timer.seconds)
+        seconds["backbone"] = sum(v for k, v in seconds.items() if k != "decode")
+        return {"seconds": seconds, "stats": result.stats, "peak": peak.bytes}
+
+    for r in range(int(cfg.bench.warmup)):
+        for name in names:
+            one(name)
+        log.info("warm-up round %d done", r + 1)
+    rounds: list[dict[str, dict]] = []
+    for r in range(int(cfg.bench.repeats)):
+        rounds.append({name: one(name) for name in names})  # interleaved: every config once per round
+        log.info(
+            "round %d/%d: %s",
+            r + 1,
+            cfg.bench.repeats,
+            {n: round(x["seconds"]["backbone"], 4) for n, x in rounds[-1].items()},
+        )
+    base = names[0]
+    flops_cfg = generator.config
+    rows = []
+    for name in names:
+        runs = [rd[name] for rd in rounds]
+        backbone = [x["seconds"]["backbone"] for x in runs]
+        stages = sorted({s for x in runs for s in x["seconds"]})
+        flops = sum(
+            count_backbone_flops(
+                flops_cfg, res, moss=configs[name], batch_size=len(prompts), cfg=sampling.cfg != 1,
+                text_tokens=max(text.lens), aspect_ratio=ratio,
+            )
+        )  # fmt: skip
+        stats = runs[-1]["stats"]
+        peak = [x["peak"] for x in runs if x["peak"] is not None]
+        rows.append(
+            {
+                "moss": name,
+                "thresholds": list(configs[name].thresholds) if configs[name] else None,
+                "scales": scales_label(len(grids), configs[name]),
+                "backbone_s": _spread(backbone),
+                "stage_s": {s: statistics.median(x["seconds"].get(s, 0.0) for x in runs) for s in stages},
+                "speedup": _spread(
+                    [rd[base]["seconds"]["backbone"] / rd[name]["seconds"]["backbone"] for rd in rounds]
+                ),
+                "tokens_processed": stats.tokens_processed,
+                "forward_passes": stats.forward_passes,
+                "kv_cache_bytes": stats.kv_cache_bytes,
+                "peak_memory_bytes": max(peak) if peak else None,
+                "flops_backbone": flops,
+                "achieved_flops_per_s": flops / statistics.median(backbone),
+            }
+        )
+    for r in rows:
+        r["flop_ratio"] = rows[0]["flops_backbone"] / r["flops_backbone"]
+        r["kv_reduction"] = 1 - r["kv_cache_bytes"] / rows[0]["kv_cache_bytes"]
+        if cfg.bench.peak_flops:
+            r["fraction_of_peak"] = r["achieved_flops_per_s"] / float(cfg.bench.peak_flops)
+    return rows
+
+
+def _fmt_flops(f: float) -> str:
+    return f"{f / 1e12:.2f} T" if f >= 1e11 else f"{f / 1e9:.1f} G"
+
+
+def markdown(cfg: DictConfig, rows: list[dict], meta: dict) -> str:
+    paper = cfg.model.config == "infinity_2b" and cfg.generation.resolution == 1024 and not cfg.model.arch
+    head = [
+        f"# MoSs benchmark: {meta['model']} at {meta['resolution']}², {meta['device']}, {meta['mode']}",
+        "",
+    ]
+    head.append(
+        f"batch {meta['batch_size']}, CFG {meta['cfg']}, blocks {meta['dtype']}, attn {meta['attn']}, "
+        f"torch {meta['torch']}, {meta['date']}"
+        + (
+            f", {meta['repeats']} interleaved rounds after {meta['warmup']} warm-up"
+            if meta["mode"] == "measure"
+            else ""
+        )
+    )
+    head.append("")
+
+    def with_paper(value: str, key: str, name: str, fmt: str) -> str:
+        if not paper or name not in PAPER_TABLE1:
+            return value
+        return f"{value} ({fmt.format(PAPER_TABLE1[name][key])})"
+
+    if meta["mode"] == "accounting":
+        head.append("Ours, with the paper's Table 1 number in parentheses where it gives one.")
+        head.append("")
+        cols = ["config", "scales", "tokens", "passes", "KV GiB", "KV reduction", "FLOPs", "FLOP ratio"]
+        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for r in rows:
+            kv = f"{r['kv_cache_bytes'] / GIB:.2f}"
+            red = f"{100 * r['kv_reduction']:.2f}%"
+            if paper and r["moss"] == "k5":
+                red += " (85.62%)"
+            lines.append(
+                f"| {r['moss']} | {with_paper(r['scales'], 'scales', r['moss'], '{}')} | {r['tokens_processed']} | "
+                f"{r['forward_passes']} | {with_paper(kv, 'kv_gb', r['moss'], '{:.2f}')} | "
+                f"{red} | {_fmt_flops(r['flops_backbone'])} | {r['flop_ratio']:.2f}× |"
+            )
+        return "\n".join(head + lines) + "\n"
+    cols = ["config", "scales", "backbone s (median [q25, q75])", "speedup (paired median)", "FLOP bound",
+            "stage s (draft / dispatch / moss)", "tokens", "passes", "KV GiB", "peak GiB", "FLOPs", "FLOP/s"]  # fmt: skip
+    if any("fraction_of_peak" in r for r in rows):
+        cols.append("% of peak")
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        b, s = r["backbone_s"], r["speedup"]
+        st = r["stage_s"]
+        stages = " / ".join(f"{st.get(k, 0.0):.4f}" for k in ("draft", "dispatch", "moss"))
+        peak = f"{r['peak_memory_bytes'] / GIB:.2f}" if r["peak_memory_bytes"] else "—"
+        cells = [
+            r["moss"], r["scales"], f"{b['median']:.4f} [{b['q25']:.4f}, {b['q75']:.4f}]",
+            f"{s['median']:.2f}× [{s['q25']:.2f}, {s['q75']:.2f}]", f"{r['flop_ratio']:.2f}×", stages,
+            str(r["tokens_processed"]), str(r["forward_passes"]), f"{r['kv_cache_bytes'] / GIB:.3f}", peak,
+            _fmt_flops(r["flops_backbone"]), f"{r['achieved_flops_per_s'] / 1e12:.2f} T/s",
+        ]  # fmt: skip
+        if "fraction_of_peak" in r:
+            cells.append(f"{100 * r['fraction_of_peak']:.1f}%")
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = ["", "Speedup: median over rounds of the paired ratio (baseline / config) within a round. FLOP bound: "
+             "baseline FLOPs / config FLOPs (meta-device count of the same passes), the most a FLOP-bound run could gain."]  # fmt: skip
+    if paper:
+        notes.append(
+            "Paper (RTX 4090): 1.29 s → 0.63 / 0.45 / 0.38 / 0.26 s, i.e. 2.05× / 2.87× / 3.39× / 4.96× for k2…k5; "
+            "1.64–2.50× on an A800; FastVAR 2.87×."
+        )
+    return "\n".join(head + lines + notes) + "\n"
+
+
+def run_bench(cfg: DictConfig) -> dict:
+    mode = cfg.bench.mode
+    if mode not in ("measure", "accounting"):
+        raise UserError(f"bench.mode={mode!r}; choose measure or accounting")
+    if not cfg.bench.moss:
+        raise UserError("bench.moss is empty; give e.g. bench.moss=[off,k2,k5]")
+    if mode == "measure" and int(cfg.bench.repeats) < 1:
+        raise UserError(f"bench.repeats must be >= 1, got {cfg.bench.repeats}")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if (
+        mode == "measure"
+        and cfg.attn.rope_impl == "triton"
+        and device.type != "cuda"
+        and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
+    ):
+        raise UserError(f"attn={cfg.attn.name} needs CUDA for the Triton RoPE; on CPU benchmark attn=cssa")
+    if mode == "measure" and cfg.bench.moss[0] != "off":
+        log.warning("the first bench.moss entry (%s) is the reference for speedups", cfg.bench.moss[0])
+    rows = accounting_rows(cfg) if mode == "accounting" else measure_rows(cfg, device)
+    meta = {
+        "mode": mode,
+        "model": cfg.model.config + ("+arch" if cfg.model.arch else ""),
+        "arch": OmegaConf.to_container(cfg.model.arch),
+        "weights": cfg.model.weights,
+        "resolution": cfg.generation.resolution,
+        "batch_size": int(cfg.generation.batch_size),
+        "cfg": cfg.generation.cfg,
+        "dtype": cfg.model.dtype,
+        "attn": cfg.attn.name,
+        "device": "meta (exact accounting)" if mode == "accounting" else device_slug(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "git_commit": _git_commit(),
+        "date": dt.date.today().isoformat(),
+        "repeats": int(cfg.bench.repeats),
+        "warmup": int(cfg.bench.warmup),
+    }
+    table = markdown(cfg, rows, meta)
+    print(table)
+    out = Path(cfg.bench.out_dir)
+    device_name = "meta" if mode == "accounting" else meta["device"]
+    stem = f"{device_name}-{meta['model'].replace('+', '-')}-{cfg.attn.name}-{meta['date']}"
+    atomic_write_text(out / f"{stem}.json", json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    atomic_write_text(out / f"{stem}.md", table)
+    print(f"wrote {out / stem}.json and .md")
+    return {"meta": meta, "rows": rows}
