@@ -292,9 +292,8 @@ class InfinityGenerator:
         images = decoded = None
         if decode:
             with clock.stage("decode"), self._autocast():
-                if (
-                    sampling.seeding == "per_image"
-                ):  # one image per call: convolution rounding depends on batch size
+                # per_image: one image per call, since convolution rounding depends on the batch size
+                if sampling.seeding == "per_image":
                     decoded = torch.cat([self.vae.decode(summed[i : i + 1]).float() for i in range(batch)])
                 else:
                     decoded = self.vae.decode(summed).float()
