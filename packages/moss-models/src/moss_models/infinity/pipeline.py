@@ -215,7 +215,7 @@ class InfinityGenerator:
         sampling = sampling or SamplingConfig()
         clock = clock or StageClock(self.device)
         tf = self.transformer
-        text = self.text_batch(prompts)
+        text = self.text_batch(prompts, per_prompt=sampling.seeding == "per_image")
         batch = text.batch_size
         if len(seeds) != batch:
             raise ValueError(f"seeds has {len(seeds)} entries for {batch} prompts; give one seed per image")
@@ -359,7 +359,9 @@ class InfinityGenerator:
             cu_seqlens=F.pad(lens.cumsum(0, dtype=torch.int32), (1, 0)).to(self.device),
         )
 
-    def text_batch(self, prompts: Sequence[str] | TextBatch) -> TextBatch:
+    def text_batch(self, prompts: Sequence[str] | TextBatch, *, per_prompt: bool = False) -> TextBatch:
+        """Text features of the prompts, checked against the model; ``per_prompt`` encodes one prompt per call,
+        so a prompt's features do not depend on the rest of the batch (``per_image`` seeding)."""
         if isinstance(prompts, TextBatch):
             text = prompts
         else:
@@ -367,7 +369,11 @@ class InfinityGenerator:
                 raise ValueError(
                     "this generator has no text encoder; pass a TextBatch of T5 features instead"
                 )
-            text = self.text_encoder.encode(list(prompts))
+            if per_prompt and len(prompts) > 1:
+                parts = [self.text_encoder.encode([p]) for p in prompts]
+                text = TextBatch.from_features([part.kv_compact for part in parts])
+            else:
+                text = self.text_encoder.encode(list(prompts))
         if text.kv_compact.shape[1] != self.config.text_channels:
             raise ValueError(
                 f"text features have {text.kv_compact.shape[1]} channels, {self.config.name} expects "
