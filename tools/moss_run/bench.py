@@ -26,7 +26,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from moss_dispatch import ScalePlan, baseline_account
+from moss_dispatch import baseline_account
 from moss_eval import StageTimer, peak_memory
 from moss_models.infinity import (
     MossConfig,
@@ -35,6 +35,7 @@ from moss_models.infinity import (
     estimate_kv_cache,
     get_schedule,
 )
+from moss_models.infinity.pipeline import plan_and_cached_tokens
 from moss_run.errors import UserError
 from moss_run.models import model_config
 from moss_run.writer import atomic_write_text
@@ -119,10 +120,8 @@ def accounting_rows(cfg: DictConfig) -> list[dict]:
     rows = []
     for name in cfg.bench.moss:
         moss = moss_by_name(name, cfg)
-        if moss is None:
-            account = baseline_account(grids)
-        else:
-            account = ScalePlan(grids, len(grids) - moss.k, moss.thresholds).account()
+        plan, _ = plan_and_cached_tokens(grids, moss)
+        account = plan.account() if plan else baseline_account(grids)
         kv = estimate_kv_cache(config, res, moss=moss, batch_size=1, cfg=cfg_on, aspect_ratio=ratio).nbytes
         flops = count_backbone_flops(
             config,

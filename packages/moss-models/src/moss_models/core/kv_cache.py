@@ -51,10 +51,3 @@ class KVCache:
     def nbytes(self) -> int:
         """Bytes allocated for keys and values over all layers."""
         return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
-
-    @property
-    def used_bytes(self) -> int:
-        """Bytes of the committed tokens."""
-        if self.capacity == 0:
-            return 0
-        return self.nbytes * self.length // self.capacity

@@ -18,7 +18,15 @@ import torch
 import torch.nn.functional as F
 
 from moss_attention import InfinityRope2D, RopeTables, precompute_rope_tables
-from moss_dispatch import Dispatch, ScalePlan, ScaleSelection, composite, get_scorer, preset_thresholds
+from moss_dispatch import (
+    Dispatch,
+    ScalePlan,
+    ScaleSelection,
+    baseline_account,
+    composite,
+    get_scorer,
+    preset_thresholds,
+)
 from moss_models.core.kv_cache import KVCache
 from moss_models.core.sampling import SEEDING_MODES, make_generators, sample_bits
 from moss_models.core.timing import StageClock
@@ -79,6 +87,17 @@ class MossConfig:
     @property
     def k(self) -> int:
         return len(self.thresholds)
+
+
+def plan_and_cached_tokens(grids, moss: MossConfig | None) -> tuple[ScalePlan | None, int]:
+    """The MoSs plan (None for the baseline) and the tokens the KV cache must hold: every pass but the last
+    one appends (the baseline's last scale; the MoSs stage, which reads the drafter's cache and adds nothing)."""
+    if moss is None:
+        return None, baseline_account(grids).kv_tokens
+    if not 1 <= moss.k < len(grids):
+        raise ValueError(f"moss.thresholds gives k={moss.k} refine scales; need 1 <= k < {len(grids)}")
+    plan = ScalePlan(grids, len(grids) - moss.k, moss.thresholds)
+    return plan, plan.kv_tokens
 
 
 @dataclass
@@ -223,16 +242,11 @@ class InfinityGenerator:
         grids, n_scales = sched.grids, len(sched.grids)
         cfgs, taus = sampling.per_scale("cfg", n_scales), sampling.per_scale("tau", n_scales)
         use_cfg = any(v != 1 for v in cfgs)
-        plan = None
+        plan, cached = plan_and_cached_tokens(grids, moss)
         if moss is not None:
-            if not 1 <= moss.k < n_scales:
-                raise ValueError(f"moss.thresholds gives k={moss.k} refine scales; need 1 <= k < {n_scales}")
-            plan = ScalePlan(grids, n_scales - moss.k, moss.thresholds)
             scorer = get_scorer(moss.scorer, **dict(moss.scorer_params))
         num_draft = plan.num_draft_scales if plan else n_scales
         rows = 2 * batch if use_cfg else batch
-        # Cached tokens: every pass but the last one appends (MoSs: the drafter's passes only).
-        cached = sum(h * w for h, w in grids[: num_draft if plan else n_scales - 1])
         cache = self.kv_cache(rows, cached)
         tables = self.rope_tables(sched)
         gens = make_generators(list(seeds), sampling.seeding, self.device)
@@ -451,12 +465,7 @@ def estimate_kv_cache(
     """The KV cache a generation would allocate, built on the meta device (nothing is allocated)."""
     config = getattr(generator_or_config, "config", generator_or_config)
     sched = get_schedule(resolution, aspect_ratio)
-    n = len(sched.grids)
-    if moss is not None:
-        plan = ScalePlan(sched.grids, n - moss.k, moss.thresholds)
-        cached = plan.kv_tokens
-    else:
-        cached = sum(h * w for h, w in sched.grids[:-1])
+    _, cached = plan_and_cached_tokens(sched.grids, moss)
     rows = batch_size * (2 if cfg else 1)
     return KVCache(config.depth, rows, config.num_heads, config.head_dim, cached, config.block_dtype, "meta")
 
@@ -488,9 +497,8 @@ def count_backbone_flops(
         tf = InfinityTransformer(config).cast_blocks().eval()
     scheme = InfinityRope2D(config.head_dim, ref_grid=sched.rope_grid, base=config.rope_base)
     tables = precompute_rope_tables(scheme, grids, device="meta")
-    plan = ScalePlan(grids, n_scales - moss.k, moss.thresholds) if moss else None
+    plan, cached = plan_and_cached_tokens(grids, moss)
     num_draft = plan.num_draft_scales if plan else n_scales
-    cached = sum(h * w for h, w in grids[: num_draft if plan else n_scales - 1])
     cache = KVCache(config.depth, rows, config.num_heads, config.head_dim, cached, config.block_dtype, "meta")
     autocast = torch.autocast("cpu", dtype=config.block_dtype, enabled=config.block_dtype != torch.float32)
     per_pass = []
