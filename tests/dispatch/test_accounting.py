@@ -2,9 +2,9 @@
 
 import pytest
 
-from moss_dispatch import ScalePlan, baseline_account, kv_cache_bytes, scale_tokens
+from moss_dispatch import baseline_account, kv_cache_bytes, scale_tokens
 
-from ._schedules import INFINITY_1024
+from ._schedules import INFINITY_1024, paper_plan
 
 GIB = 2**30
 
@@ -26,7 +26,7 @@ def test_kv_bytes_formula():
 @pytest.mark.parametrize(("name", "gib"), [("k2", 2.01), ("k3", 1.23), ("k4", 0.73), ("k5", 0.45)])
 def test_infinity_2b_kv_cache_matches_the_papers_table(name, gib):
     # Infinity-2B: 32 layers, width 2048, CFG doubles the batch, bf16 cache.
-    plan = ScalePlan.from_preset(INFINITY_1024, "infinity", name)
+    plan = paper_plan(name)
     nbytes = plan.account().kv_cache_bytes(num_layers=32, kv_channels=2048, batch_size=2, bytes_per_element=2)
     assert round(nbytes / GIB, 2) == gib
 

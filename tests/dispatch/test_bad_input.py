@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from moss_dispatch import ScalePlan, composite, frequency_score, get_scorer, preset_thresholds
+from moss_dispatch import ScalePlan, composite, frequency_score, get_scorer
 
 from ._schedules import INFINITY_1024
 
@@ -102,13 +102,3 @@ def test_unknown_scorer_and_parameters():
         frequency_score(torch.zeros(1, 1, 8, 8), "fft", cutoff=0)
     with pytest.raises(ValueError, match="seed must be an int"):
         frequency_score(torch.zeros(1, 1, 8, 8), "random", seed="0")
-
-
-def test_unknown_presets():
-    with pytest.raises(
-        ValueError,
-        match=r"unknown model family 'var' for threshold presets; choose one of \['hart', 'infinity'\]",
-    ):
-        preset_thresholds("var", "k2")
-    with pytest.raises(ValueError, match=r"unknown preset 'k5' for family 'hart'; choose one of \['k2'\]"):
-        preset_thresholds("hart", "k5")

@@ -1,4 +1,4 @@
-"""ScalePlan counts, rank rule, selections and presets."""
+"""ScalePlan counts, rank rule, selections, and explicit selections from masks."""
 
 import numpy as np
 import pytest
@@ -8,15 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moss_dispatch import (
-    PRESETS,
+    Dispatch,
     ScalePlan,
     band_start_rank,
     band_token_count,
     baseline_account,
-    preset_thresholds,
 )
 
-from ._schedules import HART_1024, INFINITY_1024
+from ._schedules import HART_1024, INFINITY_1024, paper_plan
 
 # Per-scale counts derived by hand from the rule round_half_up(width% · h·w): e.g. k5's finest scale gets
 # 5 % of 64² = 204.8 -> 205 tokens and its 24² scale 40 % of 576 = 230.4 -> 230.
@@ -30,7 +29,7 @@ INFINITY_EXPECTED = {
 
 @pytest.mark.parametrize("name", sorted(INFINITY_EXPECTED))
 def test_infinity_1024_counts(name):
-    plan = ScalePlan.from_preset(INFINITY_1024, "infinity", name)
+    plan = paper_plan(name)
     exp = INFINITY_EXPECTED[name]
     assert plan.k == len(exp["counts"])
     assert plan.num_draft_scales == 13 - plan.k
@@ -52,7 +51,7 @@ def test_infinity_1024_baseline_accounting():
 
 
 def test_hart_k2_counts():
-    plan = ScalePlan.from_preset(HART_1024, "hart", "k2")
+    plan = ScalePlan(HART_1024, 12, (80, 55))  # the paper's HART k2
     assert [plan.schedule[i] for i in plan.refine_scales] == [(48, 48), (64, 64)]
     assert plan.bands == ((55.0, 80.0), (0.0, 55.0))
     # 25 % of 48² = 576; 55 % of 64² = 2252.8 -> 2253
@@ -60,14 +59,25 @@ def test_hart_k2_counts():
     assert plan.draft_tokens == sum(s * s for s in (1, 2, 3, 4, 5, 7, 9, 12, 16, 21, 27, 36))
 
 
-def test_presets_are_the_papers():
-    assert PRESETS["infinity"] == {
-        "k2": (50, 25),
-        "k3": (50, 15, 5),
-        "k4": (80, 70, 30, 10),
-        "k5": (90, 50, 15, 10, 5),
-    }
-    assert preset_thresholds("hart", "k2") == (80, 55)
+def test_dispatch_from_masks_is_the_scorer_dispatch_when_given_its_masks():
+    plan = paper_plan("k3")
+    scores = torch.rand(2, 64, 64, generator=torch.Generator().manual_seed(0))
+    chosen = plan.dispatch(scores)
+    masks = []
+    for sel in chosen.selections:
+        m = torch.zeros(2, sel.grid[0] * sel.grid[1], dtype=torch.bool)
+        m.scatter_(1, sel.flat_index, True)
+        masks.append(m.view(2, *sel.grid))
+    again = Dispatch.from_masks(plan, masks)
+    for a, b in zip(chosen.selections, again.selections, strict=True):
+        assert (a.scale_index, a.grid, a.band) == (b.scale_index, b.grid, b.band)
+        assert torch.equal(a.flat_index, b.flat_index)
+    uneven = [m.clone() for m in masks]
+    uneven[0][0, 0, 0] = not bool(uneven[0][0, 0, 0])
+    with pytest.raises(ValueError, match="tokens per image; they must be equal"):
+        Dispatch.from_masks(plan, uneven)
+    with pytest.raises(ValueError, match="the plan has k=3 refine scales"):
+        Dispatch.from_masks(plan, masks[:2])
 
 
 def test_bands_follow_the_papers_reading():
@@ -106,7 +116,7 @@ def _naive_selection(scores: torch.Tensor, grid, start: int, count: int):
 
 @pytest.mark.parametrize("name", sorted(INFINITY_EXPECTED))
 def test_dispatch_selects_each_scales_band(name):
-    plan = ScalePlan.from_preset(INFINITY_1024, "infinity", name)
+    plan = paper_plan(name)
     scores = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
     d = plan.dispatch(scores)
     assert d.batch_size == 3
@@ -140,7 +150,7 @@ def test_ties_go_to_the_lower_row_major_index():
 
 
 def test_dispatch_is_deterministic_and_scale_map_resolution_free():
-    plan = ScalePlan.from_preset(INFINITY_1024, "infinity", "k3")
+    plan = paper_plan("k3")
     scores = torch.rand(2, 64, 64, generator=torch.Generator().manual_seed(1))
     a, b = plan.dispatch(scores), plan.dispatch(scores.clone())
     for sa, sb in zip(a.selections, b.selections, strict=True):
@@ -157,7 +167,7 @@ def test_k1_band_100_selects_every_token():
 
 
 def test_packing_order_and_split():
-    plan = ScalePlan.from_preset(INFINITY_1024, "infinity", "k5")
+    plan = paper_plan("k5")
     d = plan.dispatch(torch.rand(2, 64, 64, generator=torch.Generator().manual_seed(3)))
     ids = d.packed_scale_ids()
     assert ids.shape == (988,)

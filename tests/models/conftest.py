@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from moss_models.infinity import InfinityGenerator, TextBatch, load_transformer, load_vae
+from moss_models.infinity import TextBatch, generator, load_transformer, load_vae
 
 FIXTURE = Path(__file__).parent / "fixtures" / "infinity_tiny"
 
@@ -19,7 +19,7 @@ def tiny_generator():
     """The official-code fixture's weights loaded through the release loading path."""
     transformer = load_transformer("infinity_tiny", FIXTURE / "infinity_tiny.safetensors")
     vae = load_vae("infinity_tiny", FIXTURE / "vae_tiny.pth")
-    return InfinityGenerator(transformer, vae)
+    return generator(transformer, vae)
 
 
 @pytest.fixture(scope="session")

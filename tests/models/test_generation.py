@@ -3,10 +3,9 @@
 import pytest
 import torch
 
+from moss_models import AttentionSpec, Moss, SamplingConfig
 from moss_models.infinity import (
     BSQVAEConfig,
-    MossConfig,
-    SamplingConfig,
     TextBatch,
     estimate_kv_cache,
     get_config,
@@ -22,9 +21,13 @@ def test_moss_k1_band_100_is_the_baseline_exactly(tiny_generator, fixture_text, 
     base = tiny_generator.generate(fixture_text, [3, 4], resolution=256, sampling=sampling)
     for mode in ("cssa", "sa"):
         moss = tiny_generator.generate(
-            fixture_text, [3, 4], resolution=256, sampling=sampling, moss=MossConfig((100.0,), mode=mode)
+            fixture_text,
+            [3, 4],
+            resolution=256,
+            sampling=sampling,
+            method=Moss((100.0,), attention=AttentionSpec(mode=mode)),
         )
-        assert torch.equal(moss.summed_codes, base.summed_codes), mode
+        assert torch.equal(moss.latent, base.latent), mode
         assert torch.equal(moss.images, base.images), mode
         assert moss.stats.tokens_per_pass == base.stats.tokens_per_pass
         assert moss.stats.kv_cache_bytes == base.stats.kv_cache_bytes
@@ -34,9 +37,9 @@ def test_per_image_seeding_is_batch_invariant(tiny_generator, fixture_text):
     other = fixture_text.select(0) * 0.5
     alone = TextBatch.from_features([fixture_text.select(1)])
     batch = TextBatch.from_features([fixture_text.select(0), fixture_text.select(1), other])
-    for moss in (None, MossConfig.preset("k2")):
-        one = tiny_generator.generate(alone, [7], resolution=256, moss=moss)
-        three = tiny_generator.generate(batch, [5, 7, 9], resolution=256, moss=moss)
+    for moss in (None, Moss.preset("k2")):
+        one = tiny_generator.generate(alone, [7], resolution=256, method=moss)
+        three = tiny_generator.generate(batch, [5, 7, 9], resolution=256, method=moss)
         assert torch.equal(one.images[0], three.images[1])
         assert not torch.equal(three.images[0], three.images[1])
 
@@ -50,8 +53,8 @@ def test_seeds_change_the_image(tiny_generator, fixture_text):
 
 @pytest.mark.parametrize("preset", ["k2", "k3", "k4", "k5"])
 def test_moss_stage_tokens_cache_and_composite(tiny_generator, fixture_text, preset):
-    moss = MossConfig.preset(preset)
-    result = tiny_generator.generate(fixture_text, [1, 2], resolution=256, moss=moss)
+    moss = Moss.preset(preset)
+    result = tiny_generator.generate(fixture_text, [1, 2], resolution=256, method=moss)
     plan = result.dispatch.plan
     grids = [(s, s) for s in (1, 2, 4, 6, 8, 12, 16)]
     assert plan.num_draft_scales == 7 - moss.k
@@ -62,21 +65,21 @@ def test_moss_stage_tokens_cache_and_composite(tiny_generator, fixture_text, pre
     # The MoSs stage adds nothing to the cache: it holds exactly the drafter's tokens (2 CFG rows per image).
     c = get_config("infinity_tiny")
     assert result.stats.kv_cache_bytes == 2 * plan.draft_tokens * c.depth * c.embed_dim * 4 * 4
-    assert result.stats.kv_cache_bytes == estimate_kv_cache(c, 256, moss=moss, batch_size=2).nbytes
+    assert result.stats.kv_cache_bytes == estimate_kv_cache(c, 256, method=moss, batch_size=2).nbytes
     assert result.images.shape == (2, 256, 256, 3) and result.images.dtype == torch.uint8
     assert set(result.stats.stage_seconds) >= {"draft", "dispatch", "moss", "decode"}
     # every refine scale's selected tokens were sampled and added: the draft changed exactly there
-    assert result.bits[-1].shape == (2, plan.moss_tokens, 32)
+    assert result.samples[-1].shape == (2, plan.moss_tokens, 32)
 
 
 def test_moss_attention_modes_and_scorers_differ_but_run(tiny_generator, fixture_text):
     outs = {}
     for mode in ("cssa", "sa"):
         for scorer in ("variance", "random"):
-            moss = MossConfig.preset("k3", mode=mode, scorer=scorer)
+            moss = Moss.preset("k3", attention=AttentionSpec(mode=mode), scorer=scorer)
             outs[mode, scorer] = tiny_generator.generate(
-                fixture_text, [1, 2], resolution=256, moss=moss
-            ).summed_codes
+                fixture_text, [1, 2], resolution=256, method=moss
+            ).latent
     assert not torch.equal(outs["cssa", "variance"], outs["sa", "variance"])
     assert not torch.equal(outs["cssa", "variance"], outs["cssa", "random"])
 
@@ -94,8 +97,8 @@ def test_moss_attention_modes_and_scorers_differ_but_run(tiny_generator, fixture
 def test_infinity_2b_kv_cache_on_the_meta_device(name, preset, gib):
     # Table 1 of the paper: 3.13 / 2.01 / 1.23 / 0.73 / 0.45 GB. The baseline's 6,425 cached tokens are 3.137 GiB
     # (the paper prints 3.13; its MoSs rows round to nearest, which would give 3.14 here).
-    moss = MossConfig.preset(preset) if preset else None
-    cache = estimate_kv_cache(get_config(name), 1024, moss=moss, batch_size=1, cfg=True)
+    moss = Moss.preset(preset) if preset else None
+    cache = estimate_kv_cache(get_config(name), 1024, method=moss, batch_size=1, cfg=True)
     assert cache.keys[0].device.type == "meta"
     assert round(cache.nbytes / GIB, 3 if preset is None else 2) == gib
 
@@ -107,13 +110,13 @@ def test_spatial_patchify_path_baseline_and_moss():
     gen = random_infinity(cfg, seed=3)
     text = TextBatch.from_features([torch.randn(4, 256), torch.randn(6, 256)])
     base = gen.generate(text, [1, 2], resolution=256)
-    same = gen.generate(text, [1, 2], resolution=256, moss=MossConfig((100.0,)))
-    assert base.summed_codes.shape == (2, 8, 32, 32)
+    same = gen.generate(text, [1, 2], resolution=256, method=Moss((100.0,)))
+    assert base.latent.shape == (2, 8, 32, 32)
     assert base.images.shape == (2, 256, 256, 3)
-    assert torch.equal(base.summed_codes, same.summed_codes)
-    k2 = gen.generate(text, [1, 2], resolution=256, moss=MossConfig.preset("k2"))
-    assert k2.bits[-1].shape[-1] == 32  # 4 latents × 8 bits per token
-    assert not torch.equal(k2.summed_codes, base.summed_codes)
+    assert torch.equal(base.latent, same.latent)
+    k2 = gen.generate(text, [1, 2], resolution=256, method=Moss.preset("k2"))
+    assert k2.samples[-1].shape[-1] == 32  # 4 latents × 8 bits per token
+    assert not torch.equal(k2.latent, base.latent)
 
 
 def test_random_tiny_generator_is_seeded():
@@ -142,11 +145,11 @@ def test_bad_generation_input(tiny_generator, fixture_text):
     with pytest.raises(ValueError, match="cfg has 2 values but the schedule has 7 scales"):
         gen.generate(fixture_text, [1, 2], resolution=256, sampling=SamplingConfig(cfg=(3.0, 3.0)))
     with pytest.raises(ValueError, match=r"need 1 <= k < 7"):
-        gen.generate(fixture_text, [1, 2], resolution=256, moss=MossConfig((90, 80, 70, 60, 50, 40, 30)))
+        gen.generate(fixture_text, [1, 2], resolution=256, method=Moss((90, 80, 70, 60, 50, 40, 30)))
     with pytest.raises(ValueError, match="thresholds must be strictly decreasing"):
-        gen.generate(fixture_text, [1, 2], resolution=256, moss=MossConfig((25.0, 50.0)))
+        gen.generate(fixture_text, [1, 2], resolution=256, method=Moss((25.0, 50.0)))
     with pytest.raises(ValueError, match="unknown scorer 'edges'"):
-        gen.generate(fixture_text, [1, 2], resolution=256, moss=MossConfig((50.0, 25.0), scorer="edges"))
+        gen.generate(fixture_text, [1, 2], resolution=256, method=Moss((50.0, 25.0), scorer="edges"))
     with pytest.raises(ValueError, match="text features have 8 channels, infinity_tiny expects 256"):
         gen.generate(TextBatch.from_features([torch.zeros(3, 8)]), [1], resolution=256)
     with pytest.raises(ValueError, match="more than text_maxlen=16"):
@@ -162,7 +165,7 @@ def test_per_scale_cfg_and_tau(tiny_generator, fixture_text):
     )
     assert out.images.shape == (2, 256, 256, 3)
     no_cfg = tiny_generator.generate(
-        fixture_text, [1, 2], resolution=256, sampling=SamplingConfig(cfg=1.0), keep_logits=True
+        fixture_text, [1, 2], resolution=256, sampling=SamplingConfig(cfg=1.0), keep=("logits",)
     )
     assert no_cfg.logits[0].shape[0] == 2  # without guidance the batch is not doubled
     assert no_cfg.stats.kv_cache_bytes * 2 == out.stats.kv_cache_bytes
@@ -170,12 +173,11 @@ def test_per_scale_cfg_and_tau(tiny_generator, fixture_text):
 
 def test_triton_rope_gives_the_torch_rope_result(tiny_generator, fixture_text):
     # cssa_triton: the same generation with the fused Triton RoPE kernel (interpreted on CPU).
-    from moss_models.infinity import InfinityGenerator
-
-    triton_gen = InfinityGenerator(tiny_generator.transformer, tiny_generator.vae, rope_impl="triton")
-    moss = MossConfig.preset("k3")
-    a = tiny_generator.generate(fixture_text, [1, 2], resolution=256, moss=moss, keep_logits=True)
-    b = triton_gen.generate(fixture_text, [1, 2], resolution=256, moss=moss, keep_logits=True)
+    # The one attention setting reaches the drafter's passes and the packed stage alike.
+    moss = Moss.preset("k3")
+    triton = Moss.preset("k3", attention=AttentionSpec(rope_impl="triton"))
+    a = tiny_generator.generate(fixture_text, [1, 2], resolution=256, method=moss, keep=("logits",))
+    b = tiny_generator.generate(fixture_text, [1, 2], resolution=256, method=triton, keep=("logits",))
     for la, lb in zip(a.logits, b.logits, strict=True):
         torch.testing.assert_close(la, lb, rtol=0, atol=1e-5)
 
@@ -188,10 +190,10 @@ def test_meta_flop_count_equals_a_real_generation(preset):
 
     gen = random_infinity("infinity_tiny", seed=0)
     text = TextBatch.from_features([torch.randn(7, 256), torch.randn(7, 256)])
-    moss = MossConfig.preset(preset) if preset else None
+    moss = Moss.preset(preset) if preset else None
     with FlopCounterMode(display=False) as counter:
-        result = gen.generate(text, [0, 1], resolution=256, moss=moss, decode=False)
-    per_pass = count_backbone_flops(gen.config, 256, moss=moss, batch_size=2, text_tokens=7)
+        result = gen.generate(text, [0, 1], resolution=256, method=moss, decode=False)
+    per_pass = count_backbone_flops(gen.config, 256, method=moss, batch_size=2, text_tokens=7)
     assert len(per_pass) == result.stats.forward_passes
     assert sum(per_pass) == counter.get_total_flops()
 
@@ -201,6 +203,6 @@ def test_infinity_2b_flops_are_the_compute_floor():
     from moss_models.infinity import count_backbone_flops
 
     base = sum(count_backbone_flops(get_config("infinity_2b"), 1024))
-    k5 = sum(count_backbone_flops(get_config("infinity_2b"), 1024, moss=MossConfig.preset("k5")))
+    k5 = sum(count_backbone_flops(get_config("infinity_2b"), 1024, method=Moss.preset("k5")))
     assert 110e12 < base < 120e12
     assert 6 < base / k5 < 8

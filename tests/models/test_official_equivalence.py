@@ -9,7 +9,7 @@ uses a boolean block-causal mask without padding, so SDPA rounds differently.
 
 import torch
 
-from moss_models.infinity import SamplingConfig
+from moss_models import SamplingConfig
 
 SCALE_OFFSETS = [0, 1, 5, 21, 57, 121, 265, 521]
 
@@ -20,13 +20,13 @@ def _run(gen, text, **sampling):
         [1, 1],
         resolution=256,
         sampling=SamplingConfig(seeding="official", **sampling),
-        keep_logits=True,
+        keep=("logits",),
     )
 
 
 def test_teacher_forced_logits(tiny_generator, fixture_io, fixture_text):
     inputs, outputs = fixture_io
-    logits = tiny_generator.teacher_forced_logits(fixture_text, inputs["x_BLC_wo_prefix"], 256)
+    logits = tiny_generator.family.teacher_forced_logits(fixture_text, inputs["x_BLC_wo_prefix"], 256)
     assert logits.shape == outputs["tf_logits_cond"].shape == (2, 521, 64)
     torch.testing.assert_close(logits, outputs["tf_logits_cond"], rtol=0, atol=5e-6)
 
@@ -44,8 +44,8 @@ def test_kv_cached_logits_per_scale_are_exact(tiny_generator, fixture_io, fixtur
 def test_sampled_bits_codes_and_image_are_exact(tiny_generator, fixture_io, fixture_text, two_threads):
     _, outputs = fixture_io
     result = _run(tiny_generator, fixture_text, cfg=3.0, tau=1.0, top_k=900, top_p=0.97)
-    assert torch.equal(torch.cat(result.bits, dim=1), outputs["run1_bits"].long())
-    assert torch.equal(result.summed_codes, outputs["run1_summed_codes"])
+    assert torch.equal(torch.cat(result.samples, dim=1), outputs["run1_bits"].long())
+    assert torch.equal(result.latent, outputs["run1_summed_codes"])
     assert torch.equal(result.decoded, outputs["run1_decoded"])
     assert torch.equal(result.images, outputs["run1_img_bgr_u8"].flip(-1))  # the release returns BGR
 
@@ -53,8 +53,8 @@ def test_sampled_bits_codes_and_image_are_exact(tiny_generator, fixture_io, fixt
 def test_second_run_without_truncation(tiny_generator, fixture_io, fixture_text):
     _, outputs = fixture_io
     result = _run(tiny_generator, fixture_text, cfg=3.0, tau=0.5, top_k=0, top_p=0.0)
-    assert torch.equal(torch.cat(result.bits, dim=1), outputs["run2_bits"].long())
-    assert torch.equal(result.summed_codes, outputs["run2_summed_codes"])
+    assert torch.equal(torch.cat(result.samples, dim=1), outputs["run2_bits"].long())
+    assert torch.equal(result.latent, outputs["run2_summed_codes"])
 
 
 def test_same_seed_same_image(tiny_generator, fixture_text):
@@ -66,14 +66,14 @@ def test_same_seed_same_image(tiny_generator, fixture_text):
 def test_vae_encoder_bits(tiny_generator, fixture_io, two_threads):
     _, outputs = fixture_io
     grids = [(s, s) for s in (1, 2, 4, 6, 8, 12, 16)]
-    _, bits = tiny_generator.vae.encode(outputs["run1_decoded"], grids)
+    _, bits = tiny_generator.family.vae.encode(outputs["run1_decoded"], grids)
     flat = torch.cat([b.reshape(2, -1, 32) for b in bits], dim=1)
     assert torch.equal(flat, outputs["vae_encode_bits"].long())
 
 
 def test_rope_tables_match_the_official_cache(tiny_generator, fixture_io):
     inputs, _ = fixture_io
-    sched = tiny_generator.schedule(256, 1.0)
-    tables = tiny_generator.rope_tables(sched)
+    sched = tiny_generator.family.schedule(256, 1.0)
+    tables = tiny_generator.family.rope_tables(sched)
     assert torch.equal(tables.cos, inputs["rope2d_freqs_grid"][0])
     assert torch.equal(tables.sin, inputs["rope2d_freqs_grid"][1])

@@ -14,7 +14,7 @@ GIB = 2**30
 
 def test_paper_table_kv_column_and_flops(tmp_path, capsys):
     cfg = compose_config(
-        ["+preset=paper_table", "bench.moss=[off,k2,k5]", f"bench.out_dir={tmp_path}"], tmp_path, "bench"
+        ["+preset=paper_table", "bench.moss=[off,k2,k5,skip2]", f"bench.out_dir={tmp_path}"], tmp_path, "bench"
     )
     out = run_bench(cfg)
     rows = {r["moss"]: r for r in out["rows"]}
@@ -23,14 +23,17 @@ def test_paper_table_kv_column_and_flops(tmp_path, capsys):
         assert round(rows[name]["kv_cache_bytes"] / GIB, 2) == PAPER_TABLE1[name]["kv_gb"]
     assert rows["off"]["kv_cache_bytes"] == 6425 * 2**19
     assert rows["off"]["tokens_processed"] == 10521 and rows["k5"]["tokens_processed"] == 921 + 988
-    assert [r["scales"] for r in out["rows"]] == ["13", "11+2", "8+5"]
+    assert [r["scales"] for r in out["rows"]] == ["13", "11+2", "8+5", "11 (skip 2)"]
+    # skip2 runs the first 11 scales; the 11th reads the cache of the first 10 (2521 tokens) and adds nothing
+    assert rows["skip2"]["tokens_processed"] == 10521 - 2304 - 4096
+    assert rows["skip2"]["kv_cache_bytes"] == 2521 * 2**19 and rows["skip2"]["forward_passes"] == 11
     assert 110e12 < rows["off"]["flops_backbone"] < 120e12
     assert rows["off"]["flop_ratio"] == 1 < rows["k2"]["flop_ratio"] < rows["k5"]["flop_ratio"]
     assert rows["k5"]["kv_reduction"] == pytest.approx(1 - 921 / 6425)
     table = capsys.readouterr().out
     assert "| k5 | 8+5 (8+5) | 1909 | 9 | 0.45 (0.45) | 85.67% (85.62%)" in table
     saved = json.loads(next(tmp_path.glob("meta-infinity_2b-cssa-*.json")).read_text())
-    assert saved["meta"]["mode"] == "accounting" and len(saved["rows"]) == 3
+    assert saved["meta"]["mode"] == "accounting" and len(saved["rows"]) == 4
     assert next(tmp_path.glob("meta-infinity_2b-cssa-*.md")).read_text() in table
 
 

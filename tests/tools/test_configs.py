@@ -5,7 +5,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from moss_run.app import check_machine, moss_config
+from moss_models import AttentionSpec, Baseline, Moss, NextScaleGenerator, ScaleSkip, ScorerSpec
+from moss_run.app import build_method, check_machine
+from moss_run.config import GenerationConfig
 from moss_run.data import PromptDataset
 from moss_run.errors import UserError
 
@@ -23,39 +25,52 @@ def test_models_compose(model, tmp_path):
     assert callable(build)
     assert cfg.generation.resolution in (256, 1024)
     expected = {"tiny": "infinity_tiny", "infinity": "infinity_2b"}.get(model, model)
-    assert cfg.model.config == expected
+    assert cfg.model.name == expected
+    meta = build(device="meta")  # the real modules, no weights: every model builds without its files
+    assert isinstance(meta, NextScaleGenerator) and meta.device.type == "meta"
+
+
+def test_the_tiny_model_group_builds_a_ready_generator(tmp_path):
+    cfg = compose_config([], tmp_path)
+    pipe = instantiate(cfg.model)(device="cpu")
+    out = pipe(["a red fox"], method="k2", seed=0)
+    assert out.images[0].size == (256, 256)
+
+
+PAPER = {"k2": (50, 25), "k3": (50, 15, 5), "k4": (80, 70, 30, 10), "k5": (90, 50, 15, 10, 5)}
 
 
 @pytest.mark.parametrize("moss", _options("moss"))
-def test_moss_presets_follow_the_model_family(moss, tmp_path):
+def test_moss_configs_build_methods_with_the_family_presets(moss, tmp_path):
     cfg = compose_config([f"moss={moss}"], tmp_path)
-    m = moss_config(cfg)
-    paper = {
-        "off": None,
-        "k2": (50, 25),
-        "k3": (50, 15, 5),
-        "k4": (80, 70, 30, 10),
-        "k5": (90, 50, 15, 10, 5),
-    }
-    assert (m.thresholds if m else None) == paper[moss]
+    m = build_method(cfg)
+    assert m.name == moss
+    if moss == "off":
+        assert isinstance(m, Baseline)
+    elif moss.startswith("skip"):
+        assert isinstance(m, ScaleSkip) and m.num_skipped == int(moss[4:])
+    else:
+        assert isinstance(m, Moss) and m.thresholds == PAPER[moss]
+        assert m.scorer == ScorerSpec("variance", {"window": 3})  # the dispatch group, nested
+    assert m.attention == AttentionSpec("cssa", "sdpa", None, "torch")  # the attn group, nested
 
 
 def test_thresholds_and_drafter_scales_from_the_command_line(tmp_path):
-    m = moss_config(
+    m = build_method(
         compose_config(["moss=k2", "moss.thresholds=[60,30]", "moss.num_draft_scales=5"], tmp_path)
     )
     assert m.thresholds == (60.0, 30.0)
     with pytest.raises(
-        UserError, match=r"moss.num_draft_scales=4 leaves 3 refine scales of the 7-scale schedule"
+        UserError, match=r"moss=k2: num_draft_scales=4 leaves 3 refine scales of the 7-scale schedule"
     ):
-        moss_config(compose_config(["moss=k2", "moss.num_draft_scales=4"], tmp_path))
+        build_method(compose_config(["moss=k2", "moss.num_draft_scales=4"], tmp_path))
 
 
 def test_a_family_without_the_preset_says_so(tmp_path):
-    cfg = compose_config(["moss=k5", "model.family=hart"], tmp_path)
+    cfg = compose_config(["moss=k5", "model.family=var"], tmp_path)
     with pytest.raises(
         Exception,
-        match=r"moss=k5 with model.family=hart: unknown preset 'k5' for family 'hart'; choose one of \['k2'\]",
+        match=r"moss=k5 with model.family=var: unknown model family 'var' for threshold presets",
     ):
         OmegaConf.to_container(cfg.moss, resolve=True)
 
@@ -63,10 +78,12 @@ def test_a_family_without_the_preset_says_so(tmp_path):
 @pytest.mark.parametrize("attn", _options("attn"))
 def test_attention_options(attn, tmp_path):
     cfg = compose_config([f"attn={attn}", "moss=k3"], tmp_path)
-    m = moss_config(cfg)
-    assert m.mode == ("sa" if attn == "sa" else "cssa")
-    assert m.backend == {"cssa_flex": "flex", "cssa_xformers": "xformers"}.get(attn, "sdpa")
-    assert cfg.attn.rope_impl == ("triton" if attn == "cssa_triton" else "torch")
+    spec = build_method(cfg).attention
+    assert spec.mode == ("sa" if attn == "sa" else "cssa")
+    assert spec.backend == {"cssa_flex": "flex", "cssa_xformers": "xformers"}.get(attn, "sdpa")
+    assert spec.rope_impl == ("triton" if attn == "cssa_triton" else "torch")
+    # one attention setting for every pass: the baseline gets it too
+    assert build_method(compose_config([f"attn={attn}", "moss=off"], tmp_path)).attention == spec
 
 
 def test_xformers_and_gpu_without_cuda_are_clear_errors(tmp_path):
@@ -77,10 +94,10 @@ def test_xformers_and_gpu_without_cuda_are_clear_errors(tmp_path):
         UserError,
         match=r"attn=cssa_xformers: .*needs a CUDA GPU.*Use attn=cssa \(torch sdpa\) or attn=cssa_flex",
     ):
-        check_machine(cfg, moss_config(cfg), [])
+        check_machine(cfg, build_method(cfg), [])
     cfg = compose_config(["trainer=gpu"], tmp_path)
     with pytest.raises(UserError, match=r"trainer.accelerator=gpu needs a CUDA GPU.*Use trainer=cpu"):
-        check_machine(cfg, moss_config(cfg), [])
+        check_machine(cfg, build_method(cfg), [])
 
 
 def test_triton_rope_without_cuda_or_interpreter_is_a_recorded_fallback(tmp_path, monkeypatch):
@@ -90,19 +107,17 @@ def test_triton_rope_without_cuda_or_interpreter_is_a_recorded_fallback(tmp_path
     cfg = compose_config(["attn=cssa_triton"], tmp_path)
     fallbacks = []
     with pytest.warns(RuntimeWarning, match="used the torch RoPE reference instead"):
-        assert check_machine(cfg, moss_config(cfg), fallbacks) == "torch"
+        method = check_machine(cfg, build_method(cfg), fallbacks)
+    assert method.attention.rope_impl == "torch"
     assert len(fallbacks) == 1
 
 
 @pytest.mark.parametrize("dispatch", _options("dispatch"))
 def test_dispatch_scorers(dispatch, tmp_path):
     cfg = compose_config([f"dispatch={dispatch}", "moss=k2"], tmp_path)
-    from moss_dispatch import get_scorer
-
-    m = moss_config(cfg)
-    assert m.scorer == dispatch
-    scores = get_scorer(m.scorer, **m.scorer_params)(torch.randn(1, 4, 16, 16))
-    assert scores.shape == (1, 16, 16)
+    m = build_method(cfg)
+    assert m.scorer.name == dispatch
+    assert m.scorer(torch.randn(1, 4, 16, 16)).shape == (1, 16, 16)
 
 
 @pytest.mark.parametrize("logger", _options("logger"))
@@ -152,5 +167,7 @@ def test_prompt_list_and_defaults(tmp_path):
     ds = instantiate(cfg.data)
     assert isinstance(ds, PromptDataset)
     assert [(it.id, it.prompt, it.seed) for it in ds.items] == [("00000", "one", 10), ("00001", "two", 11)]
-    assert cfg.generation.cfg == 3.0 and cfg.generation.tau == 0.5
-    assert cfg.generation.top_k == 900 and cfg.generation.top_p == 0.97
+    gen = instantiate(cfg.generation)
+    assert isinstance(gen, GenerationConfig)
+    assert gen.sampling.cfg == 3.0 and gen.sampling.tau == 0.5
+    assert gen.sampling.top_k == 900 and gen.sampling.top_p == 0.97

@@ -21,7 +21,7 @@ print(f"torch {torch.__version__}, triton {triton.__version__}, hydra {hydra.__v
 PY
 status=0
 for attn in cssa cssa_triton; do
-  timeout 210 python3 tools/bench.py model=infinity_2b model.weights=random 'bench.moss=[off,k2,k3,k4,k5]' \
+  timeout 210 python3 tools/bench.py model=infinity_2b model.weights=random 'bench.moss=[off,k2,k3,k4,k5,skip1,skip2]' \
       attn="$attn" generation.batch_size=1 bench.warmup=2 bench.repeats=7 bench.peak_flops=790e12 \
       hydra.run.dir="/tmp/moss-bench-$attn" || status=$?
 done

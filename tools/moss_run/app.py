@@ -15,12 +15,13 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from moss_attention import BackendUnavailableError, get_backend
-from moss_models.infinity import MossConfig, get_schedule
+from moss_eval import RunDirectory
+from moss_models import Method
 from moss_run.data import PromptDataset, collate_items
 from moss_run.errors import UserError
 from moss_run.models import check_model_files
 from moss_run.module import GenerationModule, warn_fallback
-from moss_run.writer import ImageRecordWriter, atomic_write_text, completed_ids, finalize_run
+from moss_run.writer import ImageRecordWriter
 
 log = logging.getLogger("moss.run")
 
@@ -34,43 +35,47 @@ class PromptDataModule(L.LightningDataModule):
         self.todo: PromptDataset | None = None
 
     def setup(self, stage: str) -> None:
-        todo = [it.id for it in self.dataset.items if it.id not in completed_ids(self.run_dir)]
+        todo = [it.id for it in self.dataset.items if it.id not in RunDirectory(self.run_dir).completed_ids()]
         self.todo = self.dataset.subset(self.trainer.strategy.broadcast(todo, src=0))
 
     def predict_dataloader(self) -> DataLoader:
         return DataLoader(self.todo, batch_size=self.batch_size, shuffle=False, collate_fn=collate_items)
 
 
-def moss_config(cfg: DictConfig) -> MossConfig | None:
-    m = cfg.moss
-    if m.thresholds is None:
-        return None
-    thresholds = tuple(float(t) for t in _plain(m.thresholds))
-    if m.num_draft_scales is not None:
-        scales = len(get_schedule(cfg.generation.resolution, cfg.generation.aspect_ratio).grids)
-        if scales - int(m.num_draft_scales) != len(thresholds):
-            raise UserError(
-                f"moss.num_draft_scales={m.num_draft_scales} leaves {scales - int(m.num_draft_scales)} refine scales "
-                f"of the {scales}-scale schedule, but moss.thresholds has {len(thresholds)} entries {list(thresholds)}; "
-                f"give one threshold per refine scale"
-            )
-    return MossConfig(
-        thresholds=thresholds,
-        scorer=cfg.dispatch.name,
-        scorer_params=_plain(cfg.dispatch.params) or {},
-        mode=cfg.attn.mode,
-        backend=cfg.attn.backend,
-        sa_impl=cfg.attn.sa_impl,
-    )
+def build_object(node: DictConfig, key: str):
+    """``instantiate`` one config group, with the errors its classes raise as user errors naming the key."""
+    try:
+        return instantiate(node)
+    except Exception as err:  # Hydra wraps errors raised by the target; surface ours plainly
+        cause = err.__cause__ or err
+        if isinstance(cause, UserError):
+            raise cause from None
+        if isinstance(cause, ValueError | TypeError):
+            raise UserError(f"{key}: {cause}") from None
+        raise
 
 
-def _plain(value):
-    """Plain Python containers (resolver results already are)."""
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+def build_method(cfg: DictConfig) -> Method:
+    """The method of ``conf/moss`` (its ``attn`` and ``dispatch`` groups nested in it), checked on the run's
+    schedule before any model is built."""
+    from moss_models.core import model_entry
+
+    method = build_object(cfg.moss, f"moss={cfg.moss.name}")
+    try:
+        schedule = model_entry(cfg.model.name).schedule(
+            cfg.generation.resolution, cfg.generation.aspect_ratio
+        )
+    except ValueError as err:
+        raise UserError(f"generation.resolution={cfg.generation.resolution}: {err}") from None
+    try:
+        method.plan(schedule.grids)
+    except ValueError as err:
+        raise UserError(f"moss={cfg.moss.name}: {err}") from None
+    return method
 
 
-def check_machine(cfg: DictConfig, moss: MossConfig | None, fallbacks: list[str]) -> str:
-    """Errors for what this machine cannot run; returns the RoPE implementation to use."""
+def check_machine(cfg: DictConfig, method: Method, fallbacks: list[str]) -> Method:
+    """Errors for what this machine cannot run; returns the method with the attention this machine runs."""
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     cuda = torch.cuda.is_available()
     if accelerator in ("gpu", "cuda") and not cuda:
@@ -79,23 +84,23 @@ def check_machine(cfg: DictConfig, moss: MossConfig | None, fallbacks: list[str]
             "False). Use trainer=cpu, or trainer=ddp trainer.accelerator=cpu trainer.devices=N for several CPU "
             "processes."
         )
-    if moss is not None:
-        try:
-            get_backend(moss.backend)
-        except BackendUnavailableError as err:
-            raise UserError(
-                f"attn={cfg.attn.name}: {err}. Use attn=cssa (torch sdpa) or attn=cssa_flex instead."
-            ) from None
-    rope_impl = cfg.attn.rope_impl
+    attn_name = HydraConfig.get().runtime.choices.get("attn")
+    try:
+        get_backend(method.attention.backend)
+    except BackendUnavailableError as err:
+        raise UserError(
+            f"attn={attn_name}: {err}. Use attn=cssa (torch sdpa) or attn=cssa_flex instead."
+        ) from None
+    rope_impl = method.attention.rope_impl
     gpu_run = cuda and accelerator in ("gpu", "cuda", "auto")
     if rope_impl == "triton" and not gpu_run and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
         warn_fallback(
             fallbacks,
-            f"attn={cfg.attn.name} asks for the Triton RoPE kernels, which need CUDA (or TRITON_INTERPRET=1 on CPU); "
+            f"attn={attn_name} asks for the Triton RoPE kernels, which need CUDA (or TRITON_INTERPRET=1 on CPU); "
             "this run used the torch RoPE reference instead",
         )
-        rope_impl = "torch"
-    return rope_impl
+        return method.with_attention(method.attention.with_(rope_impl="torch"))
+    return method
 
 
 def _cluster_managed() -> bool:
@@ -112,24 +117,18 @@ def run(cfg: DictConfig) -> dict:
         "run_name": cfg.run_name,
         "model": choices.get("model"),
         "moss": cfg.moss.name,
-        "attn": cfg.attn.name,
-        "dispatch": cfg.dispatch.name,
+        "attn": choices.get("attn"),
+        "dispatch": choices.get("dispatch"),
     }
     fallbacks: list[str] = []
     check_model_files(cfg.model)
-    moss = moss_config(cfg)
-    rope_impl = check_machine(cfg, moss, fallbacks)
-    try:
-        dataset = instantiate(cfg.data)
-    except Exception as err:  # Hydra wraps errors raised by the target; surface ours plainly
-        cause = err.__cause__ or err
-        if isinstance(cause, UserError):
-            raise cause from None
-        raise
+    method = check_machine(cfg, build_method(cfg), fallbacks)
+    generation = build_object(cfg.generation, "generation")
+    dataset = build_object(cfg.data, "data")
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
-        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        RunDirectory(run_dir).write_config(OmegaConf.to_yaml(cfg, resolve=True))
 
-    done = completed_ids(run_dir) & {it.id for it in dataset.items}
+    done = RunDirectory(run_dir).completed_ids() & {it.id for it in dataset.items}
     if len(done) == len(dataset):
         log.info(
             "all %d images of %s are already in %s; rebuilding the summary",
@@ -137,7 +136,7 @@ def run(cfg: DictConfig) -> dict:
             dataset.source,
             run_dir,
         )
-        return finalize_run(run_dir, run_info)
+        return RunDirectory(run_dir).finalize(run_info)
     if done:
         log.info("resuming in %s: %d of %d images done", run_dir, len(done), len(dataset))
 
@@ -159,9 +158,8 @@ def run(cfg: DictConfig) -> dict:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     module = GenerationModule(
         instantiate(cfg.model),
-        generation=OmegaConf.to_container(cfg.generation, resolve=True),
-        moss=moss,
-        rope_impl=rope_impl,
+        generation=generation,
+        method=method,
         measure=OmegaConf.to_container(cfg.measure),
         run_info=run_info,
         fallbacks=fallbacks,
@@ -169,7 +167,7 @@ def run(cfg: DictConfig) -> dict:
     try:
         trainer.predict(
             module,
-            datamodule=PromptDataModule(dataset, run_dir, int(cfg.generation.batch_size)),
+            datamodule=PromptDataModule(dataset, run_dir, int(generation.batch_size)),
             return_predictions=False,
         )
     finally:

@@ -12,6 +12,7 @@ paper's Table 1 numbers beside them.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import logging
@@ -24,21 +25,13 @@ from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from moss_dispatch import baseline_account
-from moss_eval import StageTimer, peak_memory
-from moss_models.infinity import (
-    MossConfig,
-    SamplingConfig,
-    count_backbone_flops,
-    estimate_kv_cache,
-    get_schedule,
-)
-from moss_models.infinity.pipeline import plan_and_cached_tokens
+from moss_eval import StageTimer, atomic_write_text, peak_memory
+from moss_models import Method, Moss, ScaleSkip, dry_run
+from moss_run.app import build_object
 from moss_run.errors import UserError
-from moss_run.models import model_config
-from moss_run.writer import atomic_write_text
+from moss_run.models import build
 
 log = logging.getLogger("moss.bench")
 GIB = 2**30
@@ -54,29 +47,25 @@ PAPER_TABLE1 = {
 }
 
 
-def moss_by_name(name: str, cfg: DictConfig) -> MossConfig | None:
-    """A ``conf/moss/<name>.yaml`` configuration, resolved for the model family, with the run's dispatch/attn."""
+def method_by_name(name: str, cfg: DictConfig) -> Method:
+    """A ``conf/moss/<name>.yaml`` method, composed into this run's config (its interpolations see this model's
+    family and the run's ``attn`` and ``dispatch`` groups) and instantiated like the main job's."""
     path = CONF / "moss" / f"{name}.yaml"
     if not path.is_file():
         choices = sorted(p.stem for p in (CONF / "moss").glob("*.yaml"))
         raise UserError(f"bench.moss entry {name!r} is not a moss config; choose from {choices}")
-    # Resolve the file as the run would: its interpolations see this model's family.
-    scope = OmegaConf.merge({"model": {"family": cfg.model.family}}, {"moss": OmegaConf.load(path)})
-    thresholds = OmegaConf.to_container(scope.moss, resolve=True)["thresholds"]
-    if thresholds is None:
-        return None
-    return MossConfig(
-        thresholds=tuple(float(t) for t in thresholds),
-        scorer=cfg.dispatch.name,
-        scorer_params=OmegaConf.to_container(cfg.dispatch.params) or {},
-        mode=cfg.attn.mode,
-        backend=cfg.attn.backend,
-        sa_impl=cfg.attn.sa_impl,
-    )
+    scope = copy.deepcopy(cfg)
+    with open_dict(scope):
+        scope.moss = OmegaConf.load(path)
+    return build_object(scope.moss, f"bench.moss entry {name!r}")
 
 
-def scales_label(n_scales: int, moss: MossConfig | None) -> str:
-    return str(n_scales) if moss is None else f"{n_scales - moss.k}+{moss.k}"
+def scales_label(n_scales: int, method: Method) -> str:
+    if isinstance(method, Moss):
+        return f"{n_scales - method.k}+{method.k}"
+    if isinstance(method, ScaleSkip) and method.num_skipped:
+        return f"{n_scales - method.num_skipped} (skip {method.num_skipped})"
+    return str(n_scales)
 
 
 def device_slug(device: torch.device) -> str:
@@ -112,36 +101,35 @@ def _spread(values: list[float]) -> dict:
     }
 
 
+def _methods(cfg: DictConfig) -> dict[str, Method]:
+    return {name: method_by_name(name, cfg) for name in cfg.bench.moss}
+
+
+def _thresholds(method: Method) -> list[float] | None:
+    return list(method.thresholds) if isinstance(method, Moss) else None
+
+
 def accounting_rows(cfg: DictConfig) -> list[dict]:
-    config = model_config(cfg.model.config, cfg.model.dtype, OmegaConf.to_container(cfg.model.arch))
-    res, ratio = cfg.generation.resolution, cfg.generation.aspect_ratio
-    grids = get_schedule(res, ratio).grids
-    cfg_on = cfg.generation.cfg != 1
+    generation = build_object(cfg.generation, "generation")
+    res, ratio = generation.resolution, generation.aspect_ratio
+    meta = build(instantiate(cfg.model), "meta")  # the real modules on the meta device: no memory, no weights
+    grids = meta.family.schedule(res, ratio).grids
     rows = []
-    for name in cfg.bench.moss:
-        moss = moss_by_name(name, cfg)
-        plan, _ = plan_and_cached_tokens(grids, moss)
-        account = plan.account() if plan else baseline_account(grids)
-        kv = estimate_kv_cache(config, res, moss=moss, batch_size=1, cfg=cfg_on, aspect_ratio=ratio).nbytes
-        flops = count_backbone_flops(
-            config,
-            res,
-            moss=moss,
-            batch_size=1,
-            cfg=cfg_on,
+    for name, method in _methods(cfg).items():
+        run = dry_run(
+            meta, method, resolution=res, aspect_ratio=ratio, batch_size=1, sampling=generation.sampling,
             text_tokens=int(cfg.bench.text_tokens),
-            aspect_ratio=ratio,
-        )
+        )  # fmt: skip
         rows.append(
             {
                 "moss": name,
-                "thresholds": list(moss.thresholds) if moss else None,
-                "scales": scales_label(len(grids), moss),
-                "tokens_processed": account.tokens_processed,
-                "forward_passes": account.forward_passes,
-                "kv_cache_bytes": kv,
-                "flops_backbone": sum(flops),
-                "flops_per_pass": flops,
+                "thresholds": _thresholds(method),
+                "scales": scales_label(len(grids), method),
+                "tokens_processed": run.tokens_processed,
+                "forward_passes": run.forward_passes,
+                "kv_cache_bytes": run.kv_cache_bytes,
+                "flops_backbone": run.flops,
+                "flops_per_pass": run.flops_per_pass,
             }
         )
     base = rows[0]
@@ -153,23 +141,22 @@ def accounting_rows(cfg: DictConfig) -> list[dict]:
 
 def measure_rows(cfg: DictConfig, device: torch.device) -> list[dict]:
     names = list(cfg.bench.moss)
-    configs = {name: moss_by_name(name, cfg) for name in names}
-    generator = instantiate(cfg.model)(device=device, rope_impl=cfg.attn.rope_impl)
-    gen_cfg = cfg.generation
-    sampling = SamplingConfig(
-        cfg=float(gen_cfg.cfg), tau=float(gen_cfg.tau), top_k=int(gen_cfg.top_k), top_p=float(gen_cfg.top_p), seeding=gen_cfg.seeding
-    )  # fmt: skip
-    prompts = list(cfg.bench.prompts) * int(gen_cfg.batch_size)
+    configs = _methods(cfg)
+    generation = build_object(cfg.generation, "generation")
+    sampling = generation.sampling
+    generator = build(instantiate(cfg.model), device)
+    prompts = list(cfg.bench.prompts) * int(generation.batch_size)
     seeds = list(range(cfg.seed, cfg.seed + len(prompts)))
-    text = generator.text_batch(prompts)  # encode once: the text encoder is not part of the backbone
-    res, ratio = gen_cfg.resolution, gen_cfg.aspect_ratio
-    grids = generator.schedule(res, ratio).grids
+    # encode once: the text encoder is not part of the backbone
+    text = generator.family.condition(prompts, per_image=sampling.per_image)
+    res, ratio = generation.resolution, generation.aspect_ratio
+    grids = generator.family.schedule(res, ratio).grids
 
     def one(name: str) -> dict:
         timer = StageTimer(device)
         with peak_memory(device) as peak:
             result = generator.generate(
-                text, seeds, resolution=res, aspect_ratio=ratio, sampling=sampling, moss=configs[name],
+                text, seeds, resolution=res, aspect_ratio=ratio, sampling=sampling, method=configs[name],
                 decode=bool(cfg.bench.decode), clock=timer,
             )  # fmt: skip
         seconds = dict(timer.seconds)
@@ -190,24 +177,21 @@ def measure_rows(cfg: DictConfig, device: torch.device) -> list[dict]:
             {n: round(x["seconds"]["backbone"], 4) for n, x in rounds[-1].items()},
         )
     base = names[0]
-    flops_cfg = generator.config
     rows = []
     for name in names:
         runs = [rd[name] for rd in rounds]
         backbone = [x["seconds"]["backbone"] for x in runs]
         stages = sorted({s for x in runs for s in x["seconds"]})
-        flops = sum(
-            count_backbone_flops(
-                flops_cfg, res, moss=configs[name], batch_size=len(prompts), cfg=sampling.cfg != 1,
-                text_tokens=max(text.lens), aspect_ratio=ratio,
-            )
-        )  # fmt: skip
+        flops = dry_run(
+            generator, configs[name], resolution=res, aspect_ratio=ratio, batch_size=len(prompts),
+            sampling=sampling, text_tokens=max(text.lens),
+        ).flops  # fmt: skip
         stats = runs[-1]["stats"]
         peak = [x["peak"] for x in runs if x["peak"] is not None]
         rows.append(
             {
                 "moss": name,
-                "thresholds": list(configs[name].thresholds) if configs[name] else None,
+                "thresholds": _thresholds(configs[name]),
                 "scales": scales_label(len(grids), configs[name]),
                 "backbone_s": _spread(backbone),
                 "stage_s": {s: statistics.median(x["seconds"].get(s, 0.0) for x in runs) for s in stages},
@@ -235,7 +219,7 @@ def _fmt_flops(f: float) -> str:
 
 
 def markdown(cfg: DictConfig, rows: list[dict], meta: dict) -> str:
-    paper = cfg.model.config == "infinity_2b" and cfg.generation.resolution == 1024 and not cfg.model.arch
+    paper = cfg.model.name == "infinity_2b" and cfg.generation.resolution == 1024 and not cfg.model.arch
     head = [
         f"# MoSs benchmark: {meta['model']} at {meta['resolution']}², {meta['device']}, {meta['mode']}",
         "",
@@ -302,6 +286,9 @@ def markdown(cfg: DictConfig, rows: list[dict], meta: dict) -> str:
 
 
 def run_bench(cfg: DictConfig) -> dict:
+    from hydra.core.hydra_config import HydraConfig
+
+    attn_name = HydraConfig.get().runtime.choices.get("attn")
     mode = cfg.bench.mode
     if mode not in ("measure", "accounting"):
         raise UserError(f"bench.mode={mode!r}; choose measure or accounting")
@@ -316,20 +303,20 @@ def run_bench(cfg: DictConfig) -> dict:
         and device.type != "cuda"
         and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
     ):
-        raise UserError(f"attn={cfg.attn.name} needs CUDA for the Triton RoPE; on CPU benchmark attn=cssa")
+        raise UserError(f"attn={attn_name} needs CUDA for the Triton RoPE; on CPU benchmark attn=cssa")
     if mode == "measure" and cfg.bench.moss[0] != "off":
         log.warning("the first bench.moss entry (%s) is the reference for speedups", cfg.bench.moss[0])
     rows = accounting_rows(cfg) if mode == "accounting" else measure_rows(cfg, device)
     meta = {
         "mode": mode,
-        "model": cfg.model.config + ("+arch" if cfg.model.arch else ""),
+        "model": cfg.model.name + ("+arch" if cfg.model.arch else ""),
         "arch": OmegaConf.to_container(cfg.model.arch),
         "weights": cfg.model.weights,
         "resolution": cfg.generation.resolution,
         "batch_size": int(cfg.generation.batch_size),
         "cfg": cfg.generation.cfg,
         "dtype": cfg.model.dtype,
-        "attn": cfg.attn.name,
+        "attn": attn_name,
         "device": "meta (exact accounting)" if mode == "accounting" else device_slug(device),
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -342,7 +329,7 @@ def run_bench(cfg: DictConfig) -> dict:
     print(table)
     out = Path(cfg.bench.out_dir)
     device_name = "meta" if mode == "accounting" else meta["device"]
-    stem = f"{device_name}-{meta['model'].replace('+', '-')}-{cfg.attn.name}-{meta['date']}"
+    stem = f"{device_name}-{meta['model'].replace('+', '-')}-{attn_name}-{meta['date']}"
     atomic_write_text(out / f"{stem}.json", json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     atomic_write_text(out / f"{stem}.md", table)
     print(f"wrote {out / stem}.json and .md")

@@ -4,11 +4,40 @@ from __future__ import annotations
 
 import netrc
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 
-from moss_dispatch import preset_thresholds
+from moss_models import SamplingConfig
+from moss_models.core import preset_thresholds
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """``conf/generation``: what every image of a run is generated with (built by ``instantiate``)."""
+
+    resolution: Any = 1024
+    aspect_ratio: float = 1.0
+    cfg: Any = 3.0
+    tau: Any = 0.5
+    top_k: int = 900
+    top_p: float = 0.97
+    seeding: str = "per_image"
+    batch_size: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("cfg", "tau"):  # a number or one per scale; OmegaConf lists arrive as lists
+            value = getattr(self, name)
+            if not isinstance(value, int | float | str) and value is not None:
+                object.__setattr__(self, name, tuple(value))
+
+    @property
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(
+            cfg=self.cfg, tau=self.tau, top_k=self.top_k, top_p=self.top_p, seeding=self.seeding
+        )
 
 
 def moss_preset(family: str, name: str) -> list[float]:
@@ -35,7 +64,16 @@ def wandb_mode() -> str:
     return os.environ.get("WANDB_MODE") or ("online" if has_wandb_credentials() else "offline")
 
 
+def project_root() -> str:
+    """``${moss_root:}``: the repository root (this file is ``tools/moss_run/config.py``).
+
+    It resolves without Hydra's runtime config, which does not exist yet when a multirun resolves its sweep
+    directory (``${hydra:runtime.cwd}`` fails there).
+    """
+    return str(Path(__file__).resolve().parents[2])
+
+
 def register_resolvers() -> None:
-    for name, fn in (("moss_preset", moss_preset), ("wandb_mode", wandb_mode)):
+    for name, fn in (("moss_preset", moss_preset), ("wandb_mode", wandb_mode), ("moss_root", project_root)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

@@ -1,4 +1,5 @@
-"""Model builders referenced by ``conf/model/*.yaml`` (``_target_`` with ``_partial_: true``).
+"""Model building for the main job: ``conf/model/*.yaml`` instantiate :func:`moss_models.load` (a partial); this
+module only turns what can go wrong into one-paragraph user errors.
 
 The LightningModule calls the partial in ``setup()`` with the device Lightning assigned to its rank, so each
 process builds its model directly on its own device.
@@ -6,70 +7,21 @@ process builds its model directly on its own device.
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 
-import torch
-
-from moss_models.infinity import (
-    CheckpointNotFoundError,
-    HashedTextEncoder,
-    InfinityGenerator,
-    T5TextEncoder,
-    get_config,
-    load_infinity,
-    random_infinity,
-    release_paths,
-)
+from moss_models import CheckpointMismatchError, CheckpointNotFoundError, NextScaleGenerator
+from moss_models.infinity import release_paths
 from moss_run.errors import UserError
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-WEIGHTS = ("release", "random")
 
-
-def build_generator(
-    *,
-    device: torch.device | str,
-    config: str,
-    family: str = "infinity",
-    weights: str = "release",
-    seed: int = 0,
-    checkpoints: str | None = None,
-    text_encoder: str | None = None,
-    resolution: int = 1024,
-    dtype: str = "bf16",
-    arch: dict | None = None,
-    rope_impl: str = "torch",
-) -> InfinityGenerator:
-    del resolution  # the run reads it from the config; kept here so the model group can carry its default
-    if family != "infinity":
-        raise UserError(f"model.family={family!r} is not implemented yet; available: ['infinity']")
-    if weights not in WEIGHTS:
-        raise UserError(f"model.weights={weights!r}; choose one of {list(WEIGHTS)}")
-    cfg = model_config(config, dtype, arch)
-    if arch and weights == "release":
-        raise UserError(
-            f"model.arch={dict(arch)} changes the architecture, so the release weights cannot load; use model.weights=random"
-        )
-    if weights == "random":
-        encoder = _text_encoder(cfg, checkpoints, text_encoder, device)
-        return random_infinity(cfg, seed, device, text_encoder=encoder, rope_impl=rope_impl)
+def build(partial: Callable[..., NextScaleGenerator], device) -> NextScaleGenerator:
+    """Call the model partial, with its errors as user errors naming the ``model.*`` settings."""
     try:
-        return load_infinity(cfg, checkpoints, device, rope_impl=rope_impl)
+        return partial(device=device)
     except CheckpointNotFoundError as err:
         raise UserError(str(err)) from None
-
-
-def model_config(config: str, dtype: str = "bf16", arch: dict | None = None):
-    """The registered config with the run's block dtype and architecture overrides."""
-    if dtype not in DTYPES:
-        raise UserError(f"model.dtype={dtype!r}; choose one of {sorted(DTYPES)}")
-    try:
-        cfg = get_config(config).with_(block_dtype=DTYPES[dtype], **dict(arch or {}))
-    except (ValueError, TypeError) as err:
-        raise UserError(f"model.config={config} / model.arch={dict(arch or {})}: {err}") from None
-    if "vae" in dict(arch or {}):
-        raise UserError("model.arch cannot change the VAE")
-    return cfg
+    except (CheckpointMismatchError, ValueError, TypeError) as err:
+        raise UserError(f"model: {err}") from None
 
 
 def check_model_files(model_cfg) -> None:
@@ -77,15 +29,8 @@ def check_model_files(model_cfg) -> None:
     if model_cfg.get("weights") != "release":
         return
     try:
-        release_paths(model_cfg.config, model_cfg.checkpoints)
+        release_paths(model_cfg.name, model_cfg.checkpoints)
     except CheckpointNotFoundError as err:
-        raise UserError(f"model={model_cfg.config}: {err}") from None
+        raise UserError(f"model={model_cfg.name}: {err}") from None
     except ValueError as err:
-        raise UserError(f"model.config: {err}") from None
-
-
-def _text_encoder(cfg, checkpoints, text_encoder, device):
-    """flan-t5 if the folder exists, else hashed stand-in features (random-weight models only)."""
-    if text_encoder and checkpoints and (Path(checkpoints) / text_encoder).is_dir():
-        return T5TextEncoder(Path(checkpoints) / text_encoder, device=device, max_length=cfg.text_maxlen)
-    return HashedTextEncoder(cfg.text_channels, cfg.text_maxlen, device)
+        raise UserError(f"model.name: {err}") from None

@@ -8,58 +8,50 @@ from collections.abc import Callable
 
 import lightning as L
 
-from moss_eval import StageTimer, count_flops, peak_memory
-from moss_models.infinity import InfinityGenerator, MossConfig, SamplingConfig
-from moss_run.errors import UserError
+from moss_eval import ImageRecord, StageTimer, count_flops, peak_memory
+from moss_models import Method, NextScaleGenerator
+from moss_run.config import GenerationConfig
+from moss_run.models import build
 
 
 class GenerationModule(L.LightningModule):
     """Wraps a generator: builds it on this rank's device, warms it up, and generates per batch.
 
-    Returns, per image, the uint8 image and a record (the JSON line the writer stores).
+    Returns, per image, the uint8 image and its :class:`~moss_eval.ImageRecord` (the JSON line the writer stores).
     """
 
     def __init__(
         self,
-        build_generator: Callable[..., InfinityGenerator],
+        build_generator: Callable[..., NextScaleGenerator],
         *,
-        generation: dict,
-        moss: MossConfig | None,
-        rope_impl: str,
+        generation: GenerationConfig,
+        method: Method,
         measure: dict,
         run_info: dict,
         fallbacks: list[str],
     ):
         super().__init__()
         self.build_generator = build_generator
-        self.generation = dict(generation)
-        self.moss = moss
-        self.rope_impl = rope_impl
+        self.generation = generation
+        self.method = method
+        self.sampling = generation.sampling
         self.measure = dict(measure)
         self.run_info = dict(run_info)
         self.fallbacks = list(fallbacks)
-        self.sampling = SamplingConfig(
-            cfg=_number_or_tuple(generation["cfg"]),
-            tau=_number_or_tuple(generation["tau"]),
-            top_k=int(generation["top_k"]),
-            top_p=float(generation["top_p"]),
-            seeding=generation["seeding"],
-        )
-        self.generator: InfinityGenerator | None = None
+        self.generator: NextScaleGenerator | None = None
         self.flops: int | None = None
 
     def setup(self, stage: str) -> None:
-        device = self.trainer.strategy.root_device
-        self.generator = self.build_generator(device=device, rope_impl=self.rope_impl)
+        self.generator = build(self.build_generator, self.trainer.strategy.root_device)
 
     def _generate(self, prompts, seeds, aspect_ratio, clock=None):
         return self.generator.generate(
             prompts,
             seeds,
-            resolution=self.generation["resolution"],
+            method=self.method,
+            resolution=self.generation.resolution,
             aspect_ratio=aspect_ratio,
             sampling=self.sampling,
-            moss=self.moss,
             clock=clock,
         )
 
@@ -68,15 +60,15 @@ class GenerationModule(L.LightningModule):
         # depend only on the configuration, not on the prompt.
         for i in range(int(self.measure.get("warmup", 0))):
             if i == 0 and self.measure.get("flops", False):
-                counted = count_flops(self._generate, ["warm-up"], [0], self.generation["aspect_ratio"])
+                counted = count_flops(self._generate, ["warm-up"], [0], self.generation.aspect_ratio)
                 self.flops = int(counted.total)
             else:
-                self._generate(["warm-up"], [0], self.generation["aspect_ratio"])
+                self._generate(["warm-up"], [0], self.generation.aspect_ratio)
 
     def predict_step(self, batch: list[dict], batch_idx: int) -> list[dict]:
         device = self.trainer.strategy.root_device
         outputs = []
-        ratio_of = lambda item: item["aspect_ratio"] or self.generation["aspect_ratio"]  # noqa: E731
+        ratio_of = lambda item: item["aspect_ratio"] or self.generation.aspect_ratio  # noqa: E731
         for ratio, group in itertools.groupby(sorted(batch, key=ratio_of), key=ratio_of):
             items = list(group)
             timer = StageTimer(device)
@@ -89,36 +81,26 @@ class GenerationModule(L.LightningModule):
             seconds["total"] = sum(v for k, v in seconds.items() if k != "backbone")
             n = len(items)
             for i, item in enumerate(items):
-                record = {
+                record = ImageRecord(
                     **{k: item[k] for k in ("id", "index", "prompt", "seed")},
                     **self.run_info,
-                    "image": f"images/{item['id']}.png",
-                    "resolution": self.generation["resolution"],
-                    "aspect_ratio": ratio,
-                    "batch_size": n,
-                    "latency_s": {k: v / n for k, v in seconds.items()},
-                    "tokens_processed": result.stats.tokens_processed,
-                    "tokens_per_pass": list(result.stats.tokens_per_pass),
-                    "forward_passes": result.stats.forward_passes,
-                    "kv_cache_bytes": result.stats.kv_cache_bytes // n,
-                    "peak_memory_bytes": peak.bytes,
-                    "flops": self.flops,
-                    "fallbacks": list(self.fallbacks),
-                    "rank": self.global_rank,
-                }
+                    image=f"images/{item['id']}.png",
+                    resolution=self.generation.resolution,
+                    aspect_ratio=ratio,
+                    batch_size=n,
+                    latency_s={k: v / n for k, v in seconds.items()},
+                    tokens_processed=result.stats.tokens_processed,
+                    tokens_per_pass=list(result.stats.tokens_per_pass),
+                    forward_passes=result.stats.forward_passes,
+                    kv_cache_bytes=result.stats.kv_cache_bytes // n,
+                    peak_memory_bytes=peak.bytes,
+                    flops=self.flops,
+                    fallbacks=list(self.fallbacks),
+                    rank=self.global_rank,
+                    extra={"skipped_scales": list(result.stats.skipped_scales)},
+                )
                 outputs.append({"image": result.images[i].cpu().numpy(), "record": record})
         return outputs
-
-
-def _number_or_tuple(value):
-    if isinstance(value, int | float):
-        return float(value)
-    try:
-        return tuple(float(v) for v in value)
-    except TypeError:
-        raise UserError(
-            f"generation.cfg / generation.tau must be a number or a list of numbers, got {value!r}"
-        ) from None
 
 
 def warn_fallback(fallbacks: list[str], message: str) -> None:

@@ -5,7 +5,8 @@ Pure torch on ``(B, C, H, W)`` latents and lists of ``(h, w)`` grids; it knows n
 * scorers — :func:`variance_score` (the paper's Eq. 3) and training-free variants, by name via
   :func:`get_scorer` / :func:`frequency_score`;
 * :class:`ScalePlan` — percentile bands to exact per-scale token counts, and :meth:`ScalePlan.dispatch` to the
-  selected positions of every image (:class:`Dispatch`); :data:`PRESETS` hold the paper's thresholds;
+  selected positions of every image (:class:`Dispatch`, or explicit masks via :meth:`Dispatch.from_masks`);
+  threshold presets belong to the model families (moss-models), not here;
 * :func:`composite` — scatter, upsample and add the refine scales' residuals onto the draft;
 * :func:`search_thresholds` — the paper's offline top-down threshold search;
 * accounting — tokens processed, forward passes and KV-cache tokens/bytes for baseline runs and plans.
@@ -14,13 +15,11 @@ Pure torch on ``(B, C, H, W)`` latents and lists of ``(h, w)`` grids; it knows n
 from moss_dispatch.accounting import TokenAccount, baseline_account, kv_cache_bytes, scale_tokens
 from moss_dispatch.composite import INTERPOLATION_MODES, composite, scatter_to_grid, upsample_to
 from moss_dispatch.plan import (
-    PRESETS,
     Dispatch,
     ScalePlan,
     ScaleSelection,
     band_start_rank,
     band_token_count,
-    preset_thresholds,
 )
 from moss_dispatch.scorers import (
     SCORERS,
@@ -35,11 +34,10 @@ from moss_dispatch.scorers import (
 )
 from moss_dispatch.search import SearchStep, ThresholdSearchResult, search_thresholds
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "INTERPOLATION_MODES",
-    "PRESETS",
     "SCORERS",
     "Dispatch",
     "ScalePlan",
@@ -57,7 +55,6 @@ __all__ = [
     "gradient_score",
     "kv_cache_bytes",
     "laplacian_score",
-    "preset_thresholds",
     "random_score",
     "register_scorer",
     "scale_tokens",

@@ -33,30 +33,6 @@ import torch.nn.functional as F
 from moss_dispatch._checks import Grid, check_finite_tensor, check_schedule, check_thresholds
 from moss_dispatch.accounting import TokenAccount
 
-#: The paper's percentile thresholds, coarsest refine scale first (MoSs paper, "Implementation Details").
-PRESETS: dict[str, dict[str, tuple[float, ...]]] = {
-    "infinity": {
-        "k2": (50.0, 25.0),
-        "k3": (50.0, 15.0, 5.0),
-        "k4": (80.0, 70.0, 30.0, 10.0),
-        "k5": (90.0, 50.0, 15.0, 10.0, 5.0),
-    },
-    "hart": {"k2": (80.0, 55.0)},
-}
-
-
-def preset_thresholds(family: str, name: str) -> tuple[float, ...]:
-    """The paper's thresholds for a model family (``infinity``, ``hart``) and a preset (``k2`` … ``k5``)."""
-    if family not in PRESETS:
-        raise ValueError(
-            f"unknown model family {family!r} for threshold presets; choose one of {sorted(PRESETS)}"
-        )
-    if name not in PRESETS[family]:
-        raise ValueError(
-            f"unknown preset {name!r} for family {family!r}; choose one of {sorted(PRESETS[family])}"
-        )
-    return PRESETS[family][name]
-
 
 def _exact(value: float) -> Fraction:
     # Through the shortest decimal repr, so 12.3 means 123/10 and not the binary float nearest to it.
@@ -133,6 +109,31 @@ class Dispatch:
         """``(B, N)`` int64 column of each packed token on its own scale's grid."""
         return torch.cat([s.cols for s in self.selections], dim=1)
 
+    @classmethod
+    def from_masks(cls, plan: ScalePlan, masks: Sequence[torch.Tensor]) -> Dispatch:
+        """An explicit selection: one ``(B, h, w)`` boolean mask per refine scale (coarsest first).
+
+        For oracles and hand-drawn masks. Every image must select the same number of tokens on a scale (the
+        packed pass is one rectangular batch); the counts need not follow the plan's bands.
+        """
+        if len(masks) != plan.k:
+            raise ValueError(f"masks has {len(masks)} entries; the plan has k={plan.k} refine scales")
+        selections = []
+        for i, (mask, scale_index) in enumerate(zip(masks, plan.refine_scales, strict=True)):
+            h, w = plan.schedule[scale_index]
+            if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.ndim != 3:
+                raise ValueError(f"masks[{i}] must be a (B, {h}, {w}) bool tensor, got {mask!r:.80}")
+            if tuple(mask.shape[1:]) != (h, w):
+                raise ValueError(
+                    f"masks[{i}] has grid {tuple(mask.shape[1:])}, scale {scale_index} is {(h, w)}"
+                )
+            counts = mask.flatten(1).sum(1)
+            if not bool((counts == counts[0]).all()):
+                raise ValueError(f"masks[{i}] selects {counts.tolist()} tokens per image; they must be equal")
+            flat = torch.nonzero(mask.flatten(1))[:, 1].reshape(mask.shape[0], -1)  # row-major, ascending
+            selections.append(ScaleSelection(scale_index, (h, w), plan.bands[i], flat))
+        return cls(plan, tuple(selections))
+
     def split(self, packed: torch.Tensor) -> list[torch.Tensor]:
         """Split a packed ``(B, N, ...)`` tensor into the per-scale pieces ``(B, n_i, ...)``."""
         if packed.ndim < 2 or packed.shape[1] != self.num_tokens or packed.shape[0] != self.batch_size:
@@ -188,13 +189,6 @@ class ScalePlan:
         object.__setattr__(self, "bands", bands)
         object.__setattr__(self, "starts", starts)
         object.__setattr__(self, "counts", counts)
-
-    @classmethod
-    def from_preset(cls, schedule: Sequence, family: str, name: str) -> ScalePlan:
-        """A plan with the paper's thresholds, e.g. ``ScalePlan.from_preset(sched, "infinity", "k5")``."""
-        thresholds = preset_thresholds(family, name)
-        n_scales = len(check_schedule(schedule))
-        return cls(schedule, n_scales - len(thresholds), thresholds)
 
     @property
     def k(self) -> int:

@@ -12,6 +12,15 @@ Efficiency
 Fidelity (uint8 ``HWC`` or float ``CHW`` / ``BCHW`` in ``[0, 1]``, chosen by dtype): :func:`psnr`, :func:`ssim`,
 :func:`ms_ssim` (needs >= 176 px) and :func:`fidelity` (all three; ``ms_ssim`` None when too small).
 
+Run records (``moss_eval.records``, standard library only)
+
+* :class:`ImageRecord` — one image's record, the JSON object of ``records/<id>.json`` (``to_dict`` / ``to_json`` /
+  ``from_dict``; keys beyond the format's fields kept flat in ``extra``);
+* :class:`RunDirectory` — a run's folder (``images/``, ``records/``, ``records.jsonl``, ``summary.json``,
+  ``config.yaml``): ``completed_ids``, ``write_image`` (needs pillow), ``write_record``, ``read_records``,
+  ``finalize``;
+* :func:`atomic_write_bytes` / :func:`atomic_write_text` — temporary file, fsync, rename; mode ``0644 & ~umask``.
+
 Sweep summaries (``moss_eval.sweep``, ``moss_eval.figures``, ``moss_eval.wandb_report``) need pillow, matplotlib
 and wandb / wandb-workspaces, which this package does not depend on; they are imported only from those modules.
 """
@@ -19,16 +28,21 @@ and wandb / wandb-workspaces, which this package does not depend on; they are im
 from moss_eval.fidelity import MS_SSIM_MIN_SIZE, fidelity, ms_ssim, psnr, ssim, to_float_bchw
 from moss_eval.flops import FlopCount, count_flops
 from moss_eval.memory import PeakMemory, kv_cache_bytes, max_memory_allocated, peak_memory, reset_peak_memory
+from moss_eval.records import ImageRecord, RunDirectory, atomic_write_bytes, atomic_write_text
 from moss_eval.timing import Measurement, StageTimer, measure
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "MS_SSIM_MIN_SIZE",
     "FlopCount",
+    "ImageRecord",
     "Measurement",
     "PeakMemory",
+    "RunDirectory",
     "StageTimer",
+    "atomic_write_bytes",
+    "atomic_write_text",
     "count_flops",
     "fidelity",
     "kv_cache_bytes",

@@ -1,12 +1,16 @@
 """Summarise a sweep of ``tools/run.py`` run directories: paired speed-ups and fidelity against the baseline.
 
-A **run directory** is any directory holding ``records.jsonl`` (written when a run ends) or ``records/*.json``
-(one JSON object per finished image, same schema, written as the run goes; these win when the two disagree, see
-:func:`load_run`). Each record is one image::
+A **run directory** (:class:`moss_eval.records.RunDirectory`) is any directory holding ``records.jsonl``
+(written when a run ends) or ``records/*.json`` (one JSON object per finished image, same schema, written as the
+run goes; these win when the two disagree, see :func:`load_run`). Each record is one image, read as a
+:class:`moss_eval.records.ImageRecord` (which owns the format and the required keys, ``REQUIRED_FIELDS``)::
 
     {"id", "index", "prompt", "seed", "run_name", "model", "moss", "attn", "dispatch", "image", "resolution",
      "aspect_ratio", "batch_size", "latency_s": {"backbone", "total", ...}, "tokens_processed",
-     "tokens_per_pass", "forward_passes", "kv_cache_bytes", "peak_memory_bytes", "flops", "fallbacks"}
+     "tokens_per_pass", "forward_passes", "kv_cache_bytes", "peak_memory_bytes", "flops", "fallbacks", "rank"}
+
+and any further keys, flat. Here records are handled as the dicts :meth:`ImageRecord.to_dict` gives (absent
+optional keys read as ``None``, or ``[]`` for lists).
 
 Directory names are never parsed: everything comes from the records.
 
@@ -50,26 +54,12 @@ from typing import Any
 import torch
 
 from moss_eval.fidelity import fidelity
+from moss_eval.records import REQUIRED_FIELDS, RUN_FIELDS, RecordFormatError, RunDirectory
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASELINE = "moss=off"
-REQUIRED_KEYS = (
-    "prompt",
-    "seed",
-    "run_name",
-    "model",
-    "moss",
-    "attn",
-    "image",
-    "resolution",
-    "latency_s",
-    "tokens_processed",
-    "forward_passes",
-    "kv_cache_bytes",
-)
-# Fields that describe the run, not the image: every record of one run directory must agree on them.
-RUN_FIELDS = ("run_name", "model", "moss", "attn", "dispatch", "resolution", "aspect_ratio")
+REQUIRED_KEYS = REQUIRED_FIELDS  # the keys a record must have (owned by moss_eval.records)
 # What must agree between a run and its baseline (see the module docstring for why attn/dispatch are not here).
 BASELINE_KEY = ("model", "resolution", "aspect_ratio")
 GIB = 2**30
@@ -215,39 +205,18 @@ def find_run_dirs(root: str | os.PathLike) -> list[Path]:
     return sorted(found)
 
 
-def _check_record(record: Any, where: str) -> dict[str, Any]:
-    if not isinstance(record, dict):
-        raise SweepFormatError(f"{where}: a record must be a JSON object, got {type(record).__name__}")
-    missing = [k for k in REQUIRED_KEYS if k not in record]
-    if missing:
-        raise SweepFormatError(f"{where}: record lacks {', '.join(missing)}")
-    if not isinstance(record["latency_s"], dict):
-        raise SweepFormatError(f"{where}: latency_s must be an object of per-stage seconds")
-    return record
+def _read_jsonl(run_dir: RunDirectory) -> list[dict[str, Any]]:
+    try:
+        return [r.to_dict() for r in run_dir.read_jsonl()]
+    except RecordFormatError as err:
+        raise SweepFormatError(str(err)) from None
 
 
-def _read_jsonl(jsonl: Path) -> list[dict[str, Any]]:
-    records = []
-    for n, line in enumerate(jsonl.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise SweepFormatError(f"{jsonl}:{n}: not JSON ({err.msg})") from None
-        records.append(_check_record(obj, f"{jsonl}:{n}"))
-    return records
-
-
-def _read_record_files(folder: Path) -> list[dict[str, Any]]:
-    records = []
-    for file in sorted(folder.glob("*.json")):
-        try:
-            obj = json.loads(file.read_text())
-        except json.JSONDecodeError as err:
-            raise SweepFormatError(f"{file}: not JSON ({err.msg})") from None
-        records.append(_check_record(obj, str(file)))
-    return records
+def _read_record_files(run_dir: RunDirectory) -> list[dict[str, Any]]:
+    try:
+        return [r.to_dict() for r in run_dir.read_records()]
+    except RecordFormatError as err:
+        raise SweepFormatError(str(err)) from None
 
 
 def load_run(path: str | os.PathLike) -> Run:
@@ -259,9 +228,9 @@ def load_run(path: str | os.PathLike) -> Run:
     ``records/`` (e.g. results copied without it). Reading ``records/`` is noted in :attr:`Run.source_note`.
     """
     path = Path(path)
-    jsonl, folder = path / "records.jsonl", path / "records"
-    from_jsonl = _read_jsonl(jsonl) if jsonl.is_file() else None
-    from_files = _read_record_files(folder) if folder.is_dir() else None
+    run_dir = RunDirectory(path)
+    from_jsonl = _read_jsonl(run_dir) if run_dir.records_jsonl.is_file() else None
+    from_files = _read_record_files(run_dir) if run_dir.records_dir.is_dir() else None
     note = None
     if from_files:
         ids = sorted(str(r.get("id")) for r in from_files)

@@ -23,7 +23,7 @@ class StageTimer:
     """Accumulates seconds per named stage: ``with timer.stage("draft"): ...``.
 
     Duck-type compatible with ``moss_models.core.timing.StageClock`` (a ``.stage(name)`` context manager and a
-    ``.seconds`` dict), so it can be passed as ``InfinityGenerator.generate(..., clock=timer)``.
+    ``.seconds`` dict), so it can be passed as ``NextScaleGenerator.generate(..., clock=timer)``.
 
     * A stage entered several times accumulates; nested stages are timed independently (an outer stage includes
       its inner ones).

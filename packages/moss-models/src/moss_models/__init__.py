@@ -1,50 +1,79 @@
-"""moss-models: checkpoint-faithful next-scale-prediction model families with the MoSs stage.
+"""moss-models: next-scale-prediction model families and the acceleration methods that run on them.
 
-The only package that knows a model. Infinity is the first family (:mod:`moss_models.infinity`): its transformer
-and BSQ VAE carry the official state_dict keys, load the released files strictly, reproduce the official CPU
-outputs exactly, and generate with the official loop (baseline) or with Mixture of Scales (drafter scales, a
-moss-dispatch plan, one packed moss-attention pass, the composite).
+The only package that knows a model. :mod:`moss_models.core` holds the one generator loop, the family protocol,
+the method interface with the built-in methods (baseline, MoSs, scale skipping), exact meta-device accounting and
+the model registry; each family lives in its own folder (:mod:`moss_models.infinity` first: official state_dict
+keys, strict loading, bit-identical with the official CPU outputs).
+
+>>> import moss_models
+>>> pipe = moss_models.load("infinity_tiny")          # embedded: random weights, hashed text features, CPU
+>>> out = pipe(["a red fox"], method="k5", seed=0)
+>>> out.images[0].size
+(256, 256)
 """
 
-from moss_models.core.checkpoints import CheckpointMismatchError, load_state_dict
-from moss_models.core.kv_cache import KVCache
-from moss_models.core.sampling import SEEDING_MODES
-from moss_models.core.timing import StageClock
-from moss_models.infinity import (
-    CONFIGS,
-    CheckpointNotFoundError,
+from moss_models import infinity  # noqa: F401  (registers the Infinity models and presets)
+from moss_models.core import (
+    MODELS,
+    SEEDING_MODES,
+    AttentionSpec,
+    Baseline,
+    DryRun,
     GenerationResult,
     GenerationStats,
-    InfinityConfig,
-    InfinityGenerator,
-    MossConfig,
+    KVCache,
+    Method,
+    Moss,
+    NextScaleGenerator,
+    PassSpec,
+    PipelineOutput,
     SamplingConfig,
-    TextBatch,
+    ScaleFamily,
+    ScaleSkip,
+    ScorerSpec,
+    StageClock,
+    StepPlan,
+    StepTokens,
+    SublayerHook,
+    dry_run,
     estimate_kv_cache,
-    get_config,
-    load_infinity,
-    random_infinity,
+    load,
+    method_by_name,
+    register_model,
 )
+from moss_models.core.checkpoints import CheckpointMismatchError, load_state_dict
+from moss_models.infinity import CheckpointNotFoundError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
-    "CONFIGS",
+    "MODELS",
     "SEEDING_MODES",
+    "AttentionSpec",
+    "Baseline",
     "CheckpointMismatchError",
     "CheckpointNotFoundError",
+    "DryRun",
     "GenerationResult",
     "GenerationStats",
-    "InfinityConfig",
-    "InfinityGenerator",
     "KVCache",
-    "MossConfig",
+    "Method",
+    "Moss",
+    "NextScaleGenerator",
+    "PassSpec",
+    "PipelineOutput",
     "SamplingConfig",
+    "ScaleFamily",
+    "ScaleSkip",
+    "ScorerSpec",
     "StageClock",
-    "TextBatch",
+    "StepPlan",
+    "StepTokens",
+    "SublayerHook",
+    "dry_run",
     "estimate_kv_cache",
-    "get_config",
-    "load_infinity",
+    "load",
     "load_state_dict",
-    "random_infinity",
+    "method_by_name",
+    "register_model",
 ]

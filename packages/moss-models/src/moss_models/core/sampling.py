@@ -12,10 +12,49 @@ Seeding modes:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 SEEDING_MODES = ("official", "per_image")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Sampling settings; ``cfg`` and ``tau`` are a number or one value per scale (Infinity's release defaults).
+
+    ``cfg`` is the guidance weight (1 = no guidance: the batch is not doubled), ``tau`` the temperature,
+    ``top_k``/``top_p`` the truncation (0 = off), ``seeding`` one of :data:`SEEDING_MODES`. A family reads the
+    fields it has (per-scale values, or its own schedule of them).
+    """
+
+    cfg: float | tuple[float, ...] = 3.0
+    tau: float | tuple[float, ...] = 0.5
+    top_k: int = 900
+    top_p: float = 0.97
+    seeding: str = "per_image"
+
+    def __post_init__(self) -> None:
+        if self.seeding not in SEEDING_MODES:
+            raise ValueError(f"seeding must be one of {SEEDING_MODES}, got {self.seeding!r}")
+        if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 0:
+            raise ValueError(f"top_k must be an int >= 0 (0 = off), got {self.top_k!r}")
+        if not isinstance(self.top_p, int | float) or not 0 <= self.top_p <= 1:
+            raise ValueError(f"top_p must be in [0, 1] (0 = off), got {self.top_p!r}")
+
+    @property
+    def per_image(self) -> bool:
+        return self.seeding == "per_image"
+
+    def per_scale(self, name: str, num_scales: int) -> list[float]:
+        """``cfg`` or ``tau`` as one float per scale, checked against the schedule."""
+        value = getattr(self, name)
+        values = [value] * num_scales if isinstance(value, int | float) else list(value)
+        if len(values) != num_scales:
+            raise ValueError(f"{name} has {len(values)} values but the schedule has {num_scales} scales")
+        if name == "tau" and not all(v > 0 for v in values):
+            raise ValueError(f"tau must be > 0 at every scale, got {values}")
+        return [float(v) for v in values]
 
 
 def make_generators(seeds: Sequence[int], mode: str, device: torch.device | str) -> list[torch.Generator]:
@@ -55,6 +94,8 @@ def sample_bits(
     per image: one call per image, each consuming only its own generator.
     """
     b, n, v2 = logits.shape
+    if logits.is_meta:  # a dry run (accounting): shapes only
+        return torch.empty(b, n, v2 // 2, dtype=torch.long, device="meta")
     pairs = filter_top_k_top_p_(logits.reshape(b, -1, 2), top_k, top_p)
     probs = pairs.softmax(dim=-1)
     if len(generators) == 1:

@@ -1,56 +1,69 @@
-"""Infinity (FoundationVision/Infinity): checkpoint-compatible transformer, BSQ VAE, text encoder, generation."""
+"""Infinity (FoundationVision/Infinity) as a model family: checkpoint-compatible transformer, BSQ VAE, text
+encoder, schedules, the MoSs presets, and :class:`InfinityFamily` (the math the core generator calls)."""
 
+from moss_models.core.registry import ModelEntry, register_model
+from moss_models.infinity import presets  # noqa: F401  (registers the paper's thresholds)
+from moss_models.infinity.accounting import count_backbone_flops, estimate_kv_cache
 from moss_models.infinity.config import CONFIGS, InfinityConfig, get_config
+from moss_models.infinity.family import InfinityFamily, meta_family
 from moss_models.infinity.loading import (
     CHECKPOINT_ENV,
+    DTYPES,
     RELEASE_FILES,
     CheckpointNotFoundError,
+    build,
+    generator,
     load_infinity,
     load_transformer,
     load_vae,
     random_infinity,
     release_paths,
 )
-from moss_models.infinity.pipeline import (
-    GenerationResult,
-    GenerationStats,
-    InfinityGenerator,
-    MossConfig,
-    SamplingConfig,
-    count_backbone_flops,
-    estimate_kv_cache,
-)
 from moss_models.infinity.schedules import ASPECT_RATIOS, InfinitySchedule, get_schedule
 from moss_models.infinity.text import HashedTextEncoder, T5TextEncoder, TextBatch
-from moss_models.infinity.transformer import InfinityTransformer
+from moss_models.infinity.transformer import InfinityTransformer, TextContext
 from moss_models.infinity.vae import BSQVAE, BSQVAEConfig
+
+for _name, _config in CONFIGS.items():
+    register_model(
+        ModelEntry(
+            _name,
+            "infinity",
+            build,
+            get_schedule,
+            default_weights="release" if _name in RELEASE_FILES else "random",
+            default_resolution=_config.max_resolution,
+            description=f"Infinity {_name.removeprefix('infinity_')}",
+        )
+    )
 
 __all__ = [
     "ASPECT_RATIOS",
     "BSQVAE",
     "CHECKPOINT_ENV",
     "CONFIGS",
+    "DTYPES",
     "RELEASE_FILES",
     "BSQVAEConfig",
     "CheckpointNotFoundError",
-    "GenerationResult",
-    "GenerationStats",
     "HashedTextEncoder",
     "InfinityConfig",
-    "InfinityGenerator",
+    "InfinityFamily",
     "InfinitySchedule",
     "InfinityTransformer",
-    "MossConfig",
-    "SamplingConfig",
     "T5TextEncoder",
     "TextBatch",
+    "TextContext",
+    "build",
     "count_backbone_flops",
     "estimate_kv_cache",
+    "generator",
     "get_config",
     "get_schedule",
     "load_infinity",
     "load_transformer",
     "load_vae",
+    "meta_family",
     "random_infinity",
     "release_paths",
 ]

@@ -30,9 +30,10 @@ from moss_models.core.checkpoints import (
     load_into,
     load_state_dict,
 )
+from moss_models.core.generator import NextScaleGenerator
 from moss_models.infinity.config import CONFIGS, InfinityConfig, get_config
-from moss_models.infinity.pipeline import InfinityGenerator
-from moss_models.infinity.text import T5TextEncoder
+from moss_models.infinity.family import InfinityFamily
+from moss_models.infinity.text import HashedTextEncoder, T5TextEncoder
 from moss_models.infinity.transformer import InfinityTransformer
 from moss_models.infinity.vae import BSQVAE
 
@@ -156,8 +157,7 @@ def load_infinity(
     device: torch.device | str = "cpu",
     *,
     text_encoder: bool = True,
-    rope_impl: str = "torch",
-) -> InfinityGenerator:
+) -> NextScaleGenerator:
     """A generator built from the release files of ``name`` under the checkpoint root.
 
     ``name`` may be a config whose fields were changed (e.g. ``block_dtype``); its ``name`` picks the files.
@@ -175,7 +175,20 @@ def load_infinity(
                 f"text encoder {paths['text encoder']} has width {encoder.channels}, {name} needs "
                 f"{config.text_channels} (flan-t5-xl)"
             )
-    return InfinityGenerator(transformer, vae, encoder, rope_impl=rope_impl)
+    return generator(transformer, vae, encoder)
+
+
+def generator(
+    transformer: InfinityTransformer,
+    vae: BSQVAE,
+    text_encoder: T5TextEncoder | HashedTextEncoder | None = None,
+) -> NextScaleGenerator:
+    """The generator of an Infinity transformer and VAE (and text encoder); its default resolution is the
+    largest the config supports."""
+    family = InfinityFamily(transformer, vae, text_encoder)
+    return NextScaleGenerator(
+        family, name=transformer.config.name, default_resolution=transformer.config.max_resolution
+    )
 
 
 def random_infinity(
@@ -183,9 +196,8 @@ def random_infinity(
     seed: int = 0,
     device: torch.device | str = "cpu",
     *,
-    text_encoder: T5TextEncoder | None = None,
-    rope_impl: str = "torch",
-) -> InfinityGenerator:
+    text_encoder: T5TextEncoder | HashedTextEncoder | None = None,
+) -> NextScaleGenerator:
     """A generator with seeded random weights, built directly on ``device`` (no CPU copy of the model).
 
     Latency does not depend on weight values, so this measures a full-size architecture without its checkpoint;
@@ -206,4 +218,57 @@ def random_infinity(
             else:  # He-style scale keeps activations O(1) through the random decoder
                 values = torch.randn(p.shape, generator=gen) * (2 / p[0].numel()) ** 0.5
             p.copy_(values)
-    return InfinityGenerator(transformer.eval(), vae.eval(), text_encoder, rope_impl=rope_impl)
+    return generator(transformer.eval(), vae.eval(), text_encoder)
+
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def build(
+    name: str,
+    *,
+    weights: str = "release",
+    checkpoints: str | Path | None = None,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    dtype: str | torch.dtype | None = None,
+    arch: dict | None = None,
+    text_encoder: str | None = "flan-t5-xl",
+) -> NextScaleGenerator:
+    """The registry's builder (``moss_models.load("infinity_2b", ...)``).
+
+    ``dtype``: the transformer blocks' dtype (``bf16`` for the releases); ``arch``: config fields to change
+    (random weights only: the release files have one shape); ``text_encoder``: the flan-t5 folder name under the
+    checkpoint root. Random-weight models use that T5 when the folder exists, else the deterministic hashed
+    stand-in features (random weights understand no language either way).
+    """
+    config = get_config(name)
+    changes = dict(arch or {})
+    if "vae" in changes:
+        raise ValueError("arch cannot change the VAE")
+    if dtype is not None:
+        if isinstance(dtype, str) and dtype not in DTYPES:
+            raise ValueError(f"dtype={dtype!r}; choose one of {sorted(DTYPES)}")
+        changes["block_dtype"] = DTYPES[dtype] if isinstance(dtype, str) else dtype
+    if changes:
+        try:
+            config = config.with_(**changes)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"arch={dict(arch or {})}: {err}") from None
+    if torch.device(device).type == "meta":  # the real modules without memory or weights (exact accounting)
+        from moss_models.infinity.family import meta_family
+
+        family = meta_family(config)
+        return NextScaleGenerator(family, name=config.name, default_resolution=config.max_resolution)
+    if weights == "random":
+        root = checkpoint_root(checkpoints) if checkpoints else None
+        if text_encoder and root is not None and (root / text_encoder).is_dir():
+            encoder = T5TextEncoder(root / text_encoder, device=device, max_length=config.text_maxlen)
+        else:
+            encoder = HashedTextEncoder(config.text_channels, config.text_maxlen, device)
+        return random_infinity(config, seed, device, text_encoder=encoder)
+    if arch:
+        raise ValueError(
+            f"arch={dict(arch)} changes the architecture, so the release weights cannot load; use weights=random"
+        )
+    return load_infinity(config, checkpoints, device)

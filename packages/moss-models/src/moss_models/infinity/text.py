@@ -15,6 +15,12 @@ import torch
 import torch.nn.functional as F
 
 
+def index_device(device: torch.device) -> torch.device:
+    """Where the offsets live: with the features, except on the meta device (a dry run), where the loop must
+    still read them: the CPU."""
+    return torch.device("cpu") if device.type == "meta" else device
+
+
 @dataclass
 class TextBatch:
     kv_compact: torch.Tensor  # (N, C_t5) float32: every prompt's valid token features, concatenated
@@ -30,7 +36,7 @@ class TextBatch:
         if min(lens) < 1:
             raise ValueError(f"every prompt needs at least one token, got lengths {lens}")
         cu = F.pad(torch.tensor(lens, dtype=torch.int32).cumsum(0, dtype=torch.int32), (1, 0))
-        return cls(torch.cat(features).float(), lens, cu.to(features[0].device))
+        return cls(torch.cat(features).float(), lens, cu.to(index_device(features[0].device)))
 
     @property
     def batch_size(self) -> int:
@@ -47,7 +53,11 @@ class TextBatch:
         return TextBatch.from_features(feats)
 
     def to(self, device: torch.device | str) -> TextBatch:
-        return TextBatch(self.kv_compact.to(device), list(self.lens), self.cu_seqlens.to(device))
+        return TextBatch(
+            self.kv_compact.to(device),
+            list(self.lens),
+            self.cu_seqlens.to(index_device(torch.device(device))),
+        )
 
 
 class T5TextEncoder:

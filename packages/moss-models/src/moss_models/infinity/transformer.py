@@ -16,14 +16,14 @@ stage) attends to ``[KV cache ++ its own tokens]`` with the mode and backend of 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from moss_attention import RopeTables, apply_rope_2d, cosine_attention_qk, mixed_scale_attention
-from moss_models.core.kv_cache import KVCache
+from moss_models.core.pass_spec import PassSpec
 from moss_models.infinity.config import InfinityConfig
 
 
@@ -45,28 +45,6 @@ class TextContext:
     @property
     def batch_size(self) -> int:
         return self.cond.shape[0]
-
-
-@dataclass
-class PassSpec:
-    """What one forward pass attends to: its tokens' RoPE positions, the cache, and how.
-
-    ``scale_ids`` ``(N,)`` and ``rows``/``cols`` ``(N,)`` or ``(B, N)`` place every token on its own scale's
-    grid. ``cache`` is read by every layer; with ``append`` the pass's keys and values are written after it.
-    ``causal_scale_mask`` (teacher forcing only) replaces the cache by a block-causal mask over the pass.
-    """
-
-    scale_ids: torch.Tensor
-    rows: torch.Tensor
-    cols: torch.Tensor
-    rope_tables: RopeTables
-    cache: KVCache | None = None
-    append: bool = False
-    mode: str = "cssa"
-    backend: str = "sdpa"
-    sa_impl: str | None = None
-    rope_impl: str = "torch"
-    causal_scale_mask: torch.Tensor | None = field(default=None, repr=False)
 
 
 def _rope_fn(impl: str):
@@ -155,8 +133,8 @@ class SelfAttention(nn.Module):
         q, k, v = qkv.unbind(2)
         # Normalisation and RoPE in fp32 (autocast keeps norms in fp32; the official RoPE disables autocast).
         q, k = cosine_attention_qk(q.float(), k.float(), self.scale_mul_1H11)
-        q, k = _rope_fn(spec.rope_impl)(
-            q, k, spec.rope_tables, spec.scale_ids, spec.rows, spec.cols, check_bounds=False
+        q, k = _rope_fn(spec.attention.rope_impl)(
+            q, k, spec.rope, spec.scale_ids, spec.rows, spec.cols, check_bounds=False
         )
         q, k = q.to(v.dtype), k.to(v.dtype)
         if spec.causal_scale_mask is not None:
@@ -179,10 +157,10 @@ class SelfAttention(nn.Module):
                 k_cache,
                 v_cache,
                 spec.scale_ids,
-                mode=spec.mode,
-                backend=spec.backend,
+                mode=spec.attention.mode,
+                backend=spec.attention.backend,
                 softmax_scale=1.0,
-                sa_impl=spec.sa_impl,
+                sa_impl=spec.attention.sa_impl,
             )
             if spec.append:
                 spec.cache.write(layer, k, v)
@@ -219,9 +197,23 @@ class InfinityBlock(nn.Module):
     def forward(self, x: torch.Tensor, text: TextContext, layer: int, spec: PassSpec) -> torch.Tensor:
         with autocast_off(x):
             gamma1, gamma2, scale1, scale2, shift1, shift2 = (self.ada_gss + text.gss).unbind(2)
-        x = x + self.sa(ada_layer_norm(x, scale1, shift1, self.eps), layer, spec).mul_(gamma1)
-        x = x + self.ca(self.ca_norm(x), text.ca_kv, text.cu_seqlens).float()
-        return x + self.ffn(ada_layer_norm(x, scale2, shift2, self.eps)).mul(gamma2)
+
+        # Each residual branch goes through the pass's sub-layer hook, which may compute it for some tokens only
+        # (``index``: their positions in the pass); the AdaLN gains are per image, so they broadcast either way.
+        def sa(x_in: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+            return self.sa(ada_layer_norm(x_in, scale1, shift1, self.eps), layer, spec.subset(index)).mul_(
+                gamma1
+            )
+
+        def ca(x_in: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+            return self.ca(self.ca_norm(x_in), text.ca_kv, text.cu_seqlens).float()
+
+        def ffn(x_in: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+            return self.ffn(ada_layer_norm(x_in, scale2, shift2, self.eps)).mul(gamma2)
+
+        x = x + spec.sublayer(layer, "sa", x, sa)
+        x = x + spec.sublayer(layer, "ca", x, ca)
+        return x + spec.sublayer(layer, "ffn", x, ffn)
 
 
 class _BlockChunk(nn.Module):
@@ -347,6 +339,8 @@ class InfinityTransformer(nn.Module):
     def run_blocks(self, x: torch.Tensor, text: TextContext, spec: PassSpec) -> torch.Tensor:
         for layer, block in enumerate(self.blocks):
             x = block(x, text, layer, spec)
+            if spec.layer_outputs is not None:
+                spec.layer_outputs(layer, x)
         if spec.cache is not None and spec.append:
             spec.cache.commit()
         return x
@@ -355,3 +349,21 @@ class InfinityTransformer(nn.Module):
         """``(B, L, 2·d)`` bit logits in fp32; ``[..., 2k + b]`` is bit k taking value b."""
         with autocast_off(h):
             return self.head(self.head_nm(h.float(), cond.float()))
+
+    def teacher_forced_logits(
+        self, text, inputs: torch.Tensor, grids, rope_tables: RopeTables
+    ) -> torch.Tensor:
+        """The training forward: logits of every token of every scale in one pass with a block-causal mask.
+
+        ``text``: a :class:`~moss_models.infinity.text.TextBatch`; ``inputs`` ``(B, L − 1, d_vae)``: the
+        ``word_embed`` inputs of scales 1…S−1, concatenated; no CFG. Call under the model's autocast.
+        """
+        from moss_models.core.steps import StepTokens
+
+        tokens = StepTokens.whole_scales(grids)
+        ids = tokens.scale_ids(inputs.device)
+        rows, cols = tokens.positions(1, inputs.device)
+        spec = PassSpec(ids, rows, cols, rope=rope_tables, causal_scale_mask=ids[:, None] >= ids[None, :])
+        ctx = self.encode_text(text.kv_compact, text.cu_seqlens)
+        x = torch.cat([self.start_tokens(ctx), self.word_embed(inputs)], dim=1)
+        return self.logits(self.run_blocks(self.add_level(x, ids), ctx, spec), ctx.cond)

@@ -223,19 +223,19 @@ class BSQVAE(nn.Module):
         Returns the summed codes at the last grid and one ``(B, h, w, d)`` bit tensor per grid: each scale
         quantises the area-downsampled residual by sign and subtracts its trilinearly upsampled codes.
         """
+        from moss_models.core.tokenizer import residual_quantize
+
         z = self.encoder(images).float()
-        size = z.shape[-2:]
-        residual, summed = z, torch.zeros_like(z)
-        all_bits = []
-        for h, w in grids:
-            r = F.interpolate(residual, size=(h, w), mode="area") if (h, w) != tuple(size) else residual
+        size = tuple(z.shape[-2:])
+
+        def down(residual: torch.Tensor, grid: Grid) -> torch.Tensor:
+            return F.interpolate(residual, size=grid, mode="area") if grid != size else residual
+
+        def quantize(r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             bits = (r > 0).permute(0, 2, 3, 1).to(torch.long)  # sign of the L2-normalised residual
-            codes = self.bits_to_codes(bits).permute(0, 3, 1, 2)
-            up = upsample_codes(codes, tuple(size))
-            residual = residual - up
-            summed = summed + up
-            all_bits.append(bits)
-        return summed, all_bits
+            return bits, self.bits_to_codes(bits).permute(0, 3, 1, 2)
+
+        return residual_quantize(z, grids, down=down, quantize=quantize, up=lambda c: upsample_codes(c, size))
 
 
 def upsample_codes(codes: torch.Tensor, size: Grid) -> torch.Tensor:

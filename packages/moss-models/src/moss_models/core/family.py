@@ -1,0 +1,156 @@
+"""The protocol a model family implements: the math of one next-scale model and its checkpoint format.
+
+:class:`~moss_models.core.generator.NextScaleGenerator` owns the order of a generation and calls these methods;
+a family owns what they compute. A new family is one subclass (and its modules, loading and presets in its own
+folder); it never copies the loop. ``tests/models/test_core_family.py`` holds a complete family of a few dozen
+lines.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from moss_models.core.kv_cache import KVCache
+from moss_models.core.pass_spec import PassSpec
+from moss_models.core.sampling import SamplingConfig
+from moss_models.core.steps import Grid, StepTokens
+
+
+class ScaleFamily(ABC):
+    """A next-scale model family: schedule, conditioning, passes, sampling, latents and decode.
+
+    Conventions the generator relies on:
+
+    * a *context* (from :meth:`encode_condition`) has ``batch_size`` rows: the images, then, with guidance, the
+      unconditional rows in the same order (so ``rows = 2 · images``);
+    * a *latent* is the family's running sum on its decoder's grid, ``(B, ...)`` per image;
+    * *samples* are what a pass draws per token (Infinity: bits; VAR/HART: codebook indices), ``(B, N, ...)``.
+    """
+
+    #: registry name of the family (``infinity``, ``hart``, ``var``, ...); method presets are looked up by it
+    name: str = "family"
+
+    # ---------------------------------------------------------------- where and what
+
+    @property
+    @abstractmethod
+    def device(self) -> torch.device: ...
+
+    def autocast(self):
+        """The precision context of the passes (default: none)."""
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    @property
+    def num_layers(self) -> int:
+        """Blocks per pass (what ``keep=("hidden",)`` indexes)."""
+        raise NotImplementedError(f"{type(self).__name__} does not say how many blocks it has")
+
+    @abstractmethod
+    def schedule(self, resolution: Any, aspect_ratio: float) -> Any:
+        """The scale schedule; it has ``.grids``, a tuple of ``(h, w)`` token grids, coarse to fine."""
+
+    @abstractmethod
+    def positions(self, schedule: Any) -> object:
+        """The position data of a schedule that the attention reads (:attr:`PassSpec.rope`); may be None."""
+
+    # ---------------------------------------------------------------- conditioning
+
+    @abstractmethod
+    def condition(self, conditions: Any, *, per_image: bool) -> Any:
+        """Prompts (or labels, or precomputed features) to the family's conditioning batch, checked.
+
+        The result has ``batch_size``. ``per_image``: an image's conditioning must not depend on its batch.
+        """
+
+    @abstractmethod
+    def uses_guidance(self, sampling: SamplingConfig, schedule: Any) -> bool:
+        """Whether any scale is guided (then the batch carries unconditional rows)."""
+
+    @abstractmethod
+    def encode_condition(self, cond: Any, *, guidance: bool, per_image: bool) -> Any:
+        """The context every pass reads; ``batch_size`` rows (see the class docstring)."""
+
+    # ---------------------------------------------------------------- cache and latent
+
+    @abstractmethod
+    def kv_cache(self, rows: int, capacity: int) -> KVCache: ...
+
+    @abstractmethod
+    def initial_latent(self, batch: int, schedule: Any) -> torch.Tensor:
+        """The empty running sum (zeros) a generation starts from."""
+
+    # ---------------------------------------------------------------- one pass
+
+    @abstractmethod
+    def embed(self, latent: torch.Tensor, ctx: Any, tokens: StepTokens, schedule: Any) -> torch.Tensor:
+        """The ``(rows, N, C)`` input of a pass: the first scale's start tokens, or the next-scale input built
+        from the running sum at the tokens' positions, with each token's own scale embedding."""
+
+    @abstractmethod
+    def forward(self, x: torch.Tensor, ctx: Any, spec: PassSpec) -> torch.Tensor:
+        """One transformer pass over ``[cache ++ x]``; returns the last hidden states ``(rows, N, C)``."""
+
+    @abstractmethod
+    def logits(
+        self, hidden: torch.Tensor, ctx: Any, tokens: StepTokens, sampling: SamplingConfig, schedule: Any
+    ) -> torch.Tensor:
+        """Raw head outputs of the rows guidance needs (all rows if any of the pass's scales is guided)."""
+
+    @abstractmethod
+    def sample(
+        self,
+        raw: torch.Tensor,
+        tokens: StepTokens,
+        sampling: SamplingConfig,
+        schedule: Any,
+        generators: Sequence[torch.Generator] | None,
+        batch: int,
+    ) -> torch.Tensor:
+        """Guide each scale's logits with its own settings and draw ``(B, N, ...)`` samples.
+
+        ``generators`` is None in a meta-device dry run: return empty samples of the right shape.
+        """
+
+    def finish(
+        self, samples: torch.Tensor, hidden: torch.Tensor, ctx: Any, tokens: StepTokens, schedule: Any
+    ) -> torch.Tensor:
+        """An optional last refinement of a pass's samples before they are added (HART's diffusion head at the
+        last scale). Default: the samples unchanged."""
+        del hidden, ctx, tokens, schedule
+        return samples
+
+    @abstractmethod
+    def accumulate(
+        self, latent: torch.Tensor, samples: torch.Tensor, tokens: StepTokens, schedule: Any
+    ) -> torch.Tensor:
+        """The running sum after a pass: each scale's codes (or residuals at the selected positions, scattered
+        and upsampled) added onto the latent grid."""
+
+    # ---------------------------------------------------------------- decode
+
+    @abstractmethod
+    def decode(self, latent: torch.Tensor, *, per_image: bool) -> torch.Tensor:
+        """The running sum to ``(B, 3, H, W)`` float images in ``[-1, 1]``."""
+
+    @abstractmethod
+    def to_uint8(self, decoded: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` float to ``(B, H, W, 3)`` uint8 RGB."""
+
+    # ---------------------------------------------------------------- accounting
+
+    def dry_run_family(self) -> ScaleFamily:
+        """The same family built on the meta device (no weights allocated), for exact FLOP and KV accounting."""
+        raise NotImplementedError(f"{type(self).__name__} does not support meta-device dry runs")
+
+    def dry_run_condition(self, batch: int, tokens: int) -> Any:
+        """Conditioning inputs of ``batch`` images of ``tokens`` tokens each, on the meta device."""
+        raise NotImplementedError(f"{type(self).__name__} does not support meta-device dry runs")
+
+    def scale_grid(self, schedule: Any, index: int) -> Grid:
+        return tuple(schedule.grids[index])

@@ -1,0 +1,307 @@
+"""The family-neutral next-scale generator: it owns the order of a generation.
+
+:class:`NextScaleGenerator` runs one loop for every family and method: conditioning and CFG rows, the KV cache
+sized from what the method's plan caches, per-image RNG, the method's steps (full scales, a packed mixed-scale
+pass, skipped scales), timing per stage, the decode, and the result. A family supplies the math
+(:class:`~moss_models.core.family.ScaleFamily`), a method the choices (:class:`~moss_models.core.methods.Method`).
+This is the only loop over scales in moss.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from moss_models.core.family import ScaleFamily
+from moss_models.core.methods import Baseline, Method, method_by_name
+from moss_models.core.pass_spec import PassSpec
+from moss_models.core.sampling import SamplingConfig, make_generators
+from moss_models.core.steps import Step, StepTokens
+from moss_models.core.timing import StageClock
+
+KEEP_OPTIONS = ("logits", "latents", "hidden")
+
+
+@dataclass
+class GenerationStats:
+    tokens_per_pass: list[int]  # per image and CFG branch
+    kv_cache_bytes: int  # allocated by the cache tensors (all layers, keys and values, CFG rows included)
+    stage_seconds: dict[str, float]
+    skipped_scales: tuple[int, ...] = ()
+
+    @property
+    def forward_passes(self) -> int:
+        return len(self.tokens_per_pass)
+
+    @property
+    def tokens_processed(self) -> int:
+        return sum(self.tokens_per_pass)
+
+
+@dataclass
+class StepOutput:
+    """One pass of a generation: what it carried and drew, and the intermediates asked for with ``keep``."""
+
+    step: Step
+    tokens: StepTokens
+    samples: torch.Tensor  # (B, N, ...) what the pass drew per token (Infinity: bits)
+    logits: torch.Tensor | None = None  # raw head outputs of every CFG row the pass guided ("logits")
+    latent: torch.Tensor | None = None  # the running sum after the pass ("latents")
+    hidden: torch.Tensor | None = None  # hidden states after block ``hidden_layer`` ("hidden")
+
+
+@dataclass
+class GenerationResult:
+    images: torch.Tensor | None  # (B, H, W, 3) uint8 RGB
+    decoded: torch.Tensor | None  # (B, 3, H, W) float in [-1, 1]
+    latent: torch.Tensor  # the final running sum, the decoder's input
+    steps: list[StepOutput]
+    stats: GenerationStats
+    method: str = ""
+
+    @property
+    def samples(self) -> list[torch.Tensor]:
+        """Per pass: the ``(B, N, ...)`` samples (Infinity: bits)."""
+        return [s.samples for s in self.steps]
+
+    @property
+    def logits(self) -> list[torch.Tensor] | None:
+        return None if any(s.logits is None for s in self.steps) else [s.logits for s in self.steps]
+
+    @property
+    def latents(self) -> list[torch.Tensor] | None:
+        return None if any(s.latent is None for s in self.steps) else [s.latent for s in self.steps]
+
+    @property
+    def hidden(self) -> list[torch.Tensor] | None:
+        return None if any(s.hidden is None for s in self.steps) else [s.hidden for s in self.steps]
+
+    @property
+    def dispatch(self) -> Any:
+        """The selection of the last packed pass (a :class:`~moss_dispatch.Dispatch` for MoSs), or None."""
+        chosen = [s.tokens.selection for s in self.steps if s.step.kind == "packed"]
+        return chosen[-1] if chosen else None
+
+
+@dataclass
+class PipelineOutput:
+    """What calling a generator returns: PIL images, the stats and the full result."""
+
+    images: list
+    stats: GenerationStats
+    result: GenerationResult = field(repr=False)
+
+
+class NextScaleGenerator:
+    """Generates images with one model family under any method.
+
+    ``generate`` is the full interface (tensors in and out, intermediates on request); calling the generator is
+    the notebook one: ``pipe(["a red fox"], method="k5", seed=0).images``.
+    """
+
+    def __init__(self, family: ScaleFamily, *, name: str | None = None, default_resolution: Any = None):
+        self.family = family
+        self.name = name or family.name
+        self.default_resolution = default_resolution
+
+    @property
+    def device(self) -> torch.device:
+        return self.family.device
+
+    def __getattr__(self, item: str) -> Any:
+        # The family's own helpers (config, transformer, vae, schedule, ...) are reachable from the generator.
+        if item == "family":
+            raise AttributeError(item)
+        return getattr(self.family, item)
+
+    # ------------------------------------------------------------------------------------------ notebook API
+
+    def __call__(
+        self,
+        prompts: Any,
+        method: str | Method = "off",
+        seed: int = 0,
+        *,
+        seeds: Sequence[int] | None = None,
+        resolution: Any = None,
+        aspect_ratio: float = 1.0,
+        **sampling: Any,
+    ) -> PipelineOutput:
+        """Generate one image per prompt; image ``i`` gets ``seed + i`` unless ``seeds`` are given.
+
+        ``method``: a name (``"off"``, ``"k2"`` … ``"k5"``, ``"skip1"``, ``"skip2"``) or a method object;
+        ``sampling``: :class:`SamplingConfig` fields (``cfg``, ``tau``, ``top_k``, ``top_p``, ``seeding``).
+        """
+        from PIL import Image
+
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if isinstance(method, str):
+            method = method_by_name(method, self.family.name)
+        n = len(prompts) if isinstance(prompts, Sequence) else prompts.batch_size
+        seeds = list(seeds) if seeds is not None else [seed + i for i in range(n)]
+        result = self.generate(
+            prompts, seeds, method=method, resolution=resolution or self.default_resolution,
+            aspect_ratio=aspect_ratio, sampling=SamplingConfig(**sampling),
+        )  # fmt: skip
+        images = [Image.fromarray(img.cpu().numpy()) for img in result.images]
+        return PipelineOutput(images, result.stats, result)
+
+    # ------------------------------------------------------------------------------------------ the loop
+
+    @torch.no_grad()
+    def generate(
+        self,
+        conditions: Any,
+        seeds: Sequence[int],
+        *,
+        method: Method | None = None,
+        resolution: Any = None,
+        aspect_ratio: float = 1.0,
+        sampling: SamplingConfig | None = None,
+        decode: bool = True,
+        keep: Collection[str] = (),
+        hidden_layer: int = -1,
+        clock: Any = None,
+        instrument: Callable[[int | None], contextlib.AbstractContextManager] | None = None,
+    ) -> GenerationResult:
+        """Generate one image per condition (prompt, label, or precomputed features).
+
+        ``keep``: intermediates to return per pass (:data:`KEEP_OPTIONS`); ``hidden_layer``: the block whose
+        output ``"hidden"`` keeps (negative counts from the last). ``clock``: a stage timer (``.stage(name)``
+        context manager, ``.seconds``). ``instrument(i)``: a context manager entered around pass ``i`` (and
+        ``None`` for the conditioning), e.g. a FLOP counter.
+        """
+        family = self.family
+        method = method or Baseline()
+        sampling = sampling or SamplingConfig()
+        unknown = set(keep) - set(KEEP_OPTIONS)
+        if unknown:
+            raise ValueError(f"keep must name some of {KEEP_OPTIONS}, got {sorted(unknown)}")
+        resolution = resolution if resolution is not None else self.default_resolution
+        device = family.device
+        dry = device.type == "meta"
+        clock = clock or StageClock(device)
+        instrument = instrument or (lambda _i: contextlib.nullcontext())
+        per_image = sampling.per_image
+
+        # Everything is checked before the first pass: the loop itself never reads a value back to the host.
+        cond = family.condition(conditions, per_image=per_image)
+        batch = cond.batch_size
+        if len(seeds) != batch:
+            raise ValueError(f"seeds has {len(seeds)} entries for {batch} prompts; give one seed per image")
+        schedule = family.schedule(resolution, aspect_ratio)
+        guidance = family.uses_guidance(sampling, schedule)
+        plan = method.plan(schedule.grids)
+        attention = method.attention.for_dry_run() if dry else method.attention
+        rows = 2 * batch if guidance else batch
+        cache = family.kv_cache(rows, plan.cache_tokens)
+        positions = family.positions(schedule)
+        generators = None if dry else make_generators(list(seeds), sampling.seeding, device)
+        capture = None
+        if "hidden" in keep:
+            depth = family.num_layers
+            if not isinstance(hidden_layer, int) or not -depth <= hidden_layer < depth:
+                raise ValueError(
+                    f"hidden_layer must be an int in [{-depth}, {depth - 1}] for this model, got {hidden_layer!r}"
+                )
+            capture = _LayerCapture(hidden_layer)
+
+        latent = family.initial_latent(batch, schedule)
+        outputs: list[StepOutput] = []
+        ctx = None
+
+        def condition_stage() -> None:
+            nonlocal ctx
+            with instrument(None):
+                ctx = family.encode_condition(cond, guidance=guidance, per_image=per_image)
+
+        def run_pass(i: int, step: Step, tokens: StepTokens) -> None:
+            nonlocal latent
+            with instrument(i):
+                x = family.embed(latent, ctx, tokens, schedule)
+                r, c = tokens.positions(rows, device)
+                spec = PassSpec(
+                    tokens.scale_ids(device), r, c, rope=positions, scales=tokens.scales, cache=cache,
+                    append=step.append, attention=attention, hook=method.hook,
+                    layer_outputs=capture.reset() if capture else None,
+                )  # fmt: skip
+                hidden = family.forward(x, ctx, spec)
+                raw = family.logits(hidden, ctx, tokens, sampling, schedule)
+            samples = family.sample(raw, tokens, sampling, schedule, generators, batch)
+            samples = family.finish(samples, hidden, ctx, tokens, schedule)
+            latent = family.accumulate(latent, samples, tokens, schedule)
+            outputs.append(
+                StepOutput(
+                    step, tokens, samples,
+                    logits=raw if "logits" in keep else None,
+                    latent=latent.clone() if "latents" in keep else None,
+                    hidden=capture.value if capture else None,
+                )
+            )  # fmt: skip
+
+        # The work as (stage, action) segments; consecutive segments of one stage share one timed region.
+        segments: list[tuple[str, Callable[[], None]]] = [("text", condition_stage)]
+        chosen: dict[int, StepTokens] = {}
+        for i, step in enumerate(plan.steps):
+            if step.kind == "packed":
+
+                def select(i=i, step=step) -> None:
+                    chosen[i] = method.select(step, latent, family)
+
+                segments.append((step.select_stage or step.stage, select))
+            else:
+                si = step.scales[0]
+                chosen[i] = StepTokens.full(si, tuple(schedule.grids[si]))
+            segments.append((step.stage, lambda i=i, step=step: run_pass(i, step, chosen[i])))
+
+        with family.autocast():
+            start = 0
+            while start < len(segments):
+                stage = segments[start][0]
+                end = start
+                while end < len(segments) and segments[end][0] == stage:
+                    end += 1
+                with clock.stage(stage):
+                    for _, action in segments[start:end]:
+                        action()
+                start = end
+
+        images = decoded = None
+        if decode:
+            with clock.stage("decode"), family.autocast():
+                decoded = family.decode(latent, per_image=per_image)
+            images = family.to_uint8(decoded)
+        stats = GenerationStats(
+            [o.tokens.num_tokens for o in outputs], cache.nbytes, dict(clock.seconds), plan.skipped_scales
+        )
+        return GenerationResult(images, decoded, latent, outputs, stats, method.name)
+
+
+class _LayerCapture:
+    """Keeps the hidden states after one block of the current pass (only that one is held)."""
+
+    def __init__(self, layer: int):
+        self.layer = layer
+        self.value: torch.Tensor | None = None
+        self._recent: collections.deque = collections.deque(maxlen=max(1, -layer))
+        self._count = 0
+
+    def reset(self) -> _LayerCapture:
+        self.value, self._count = None, 0
+        self._recent.clear()
+        return self
+
+    def __call__(self, layer: int, hidden: torch.Tensor) -> None:
+        if self.layer >= 0:
+            if layer == self.layer:
+                self.value = hidden
+            return
+        self._recent.append(hidden)  # the last |layer| outputs; the oldest is the one asked for at the end
+        if len(self._recent) == self._recent.maxlen:
+            self.value = self._recent[0]

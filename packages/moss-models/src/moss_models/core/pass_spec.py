@@ -1,0 +1,96 @@
+"""What one transformer pass attends to, and the hooks a method can place inside it.
+
+:class:`PassSpec` is family-neutral: every token's scale and position on its scale's grid, the KV cache, the
+attention setting, and the family's own position data (``rope``: Infinity's RoPE tables). A family's blocks route
+each residual branch (self-attention, cross-attention, FFN) through :meth:`PassSpec.sublayer`, so a method can
+change which tokens a sub-layer computes (FastVAR prunes tokens inside the blocks) without a copy of the block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import torch
+
+from moss_models.core.attention import AttentionSpec
+from moss_models.core.kv_cache import KVCache
+
+#: ``branch(x_tokens, index)``: the residual branch of a sub-layer (its output before the residual add) for the
+#: tokens ``x_tokens`` ``(B, n, C)``, which are the pass's tokens at ``index`` ``(B, n)`` (None: all of them).
+Branch = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class SublayerSite:
+    """Where a sub-layer hook is called: the layer, the branch kind (``sa``, ``ca``, ``ffn``) and the pass."""
+
+    layer: int
+    kind: str
+    spec: PassSpec
+
+
+class SublayerHook(Protocol):
+    """Called for every residual branch of every block; returns the ``(B, N, C)`` branch output to add.
+
+    The identity hook is ``return branch(x, None)``. A pruning hook gathers some tokens, calls
+    ``branch(x_kept, index)`` and scatters the result back (filling the rest as it likes).
+    """
+
+    def __call__(self, site: SublayerSite, x: torch.Tensor, branch: Branch) -> torch.Tensor: ...
+
+
+@dataclass
+class PassSpec:
+    """One forward pass: its tokens' scales and positions, the cache, how they attend, and the hooks.
+
+    ``scale_ids`` ``(N,)`` and ``rows``/``cols`` ``(N,)`` or ``(B, N)`` place every token on its own scale's grid.
+    ``cache`` is read by every layer; with ``append`` the pass's keys and values are written after it.
+    ``causal_scale_mask`` (teacher forcing only) replaces the cache by a block-causal mask over the pass.
+    ``layer_outputs``: called with ``(layer, hidden)`` after every block (intermediates on request).
+    """
+
+    scale_ids: torch.Tensor
+    rows: torch.Tensor
+    cols: torch.Tensor
+    rope: object = None  # the family's position data (Infinity: moss_attention.RopeTables)
+    scales: tuple[int, ...] = ()  # schedule indices of the scales the pass carries, in pass order
+    cache: KVCache | None = None
+    append: bool = False
+    attention: AttentionSpec = field(default_factory=AttentionSpec)
+    hook: SublayerHook | None = None
+    layer_outputs: Callable[[int, torch.Tensor], None] | None = None
+    causal_scale_mask: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.scale_ids.shape[0])
+
+    def sublayer(self, layer: int, kind: str, x: torch.Tensor, branch: Branch) -> torch.Tensor:
+        """The branch output to add to the residual stream: the method's hook decides which tokens compute it."""
+        if self.hook is None:
+            return branch(x, None)
+        return self.hook(SublayerSite(layer, kind, self), x, branch)
+
+    def subset(self, index: torch.Tensor | None) -> PassSpec:
+        """The spec of the tokens at ``index`` ``(B, n)`` of this pass (their positions gathered per image).
+
+        A subset of a packed multi-scale pass would give every image its own scale ids, which the attention
+        kernels do not take; it is refused.
+        """
+        if index is None:
+            return self
+        if index.ndim != 2:
+            raise ValueError(f"a token subset index must be (B, n), got shape {tuple(index.shape)}")
+        if len(self.scales) > 1:
+            raise NotImplementedError("token subsets of a pass that packs several scales are not supported")
+        b = index.shape[0]
+
+        def gather(pos: torch.Tensor) -> torch.Tensor:
+            pos = pos.expand(b, -1) if pos.ndim == 1 else pos
+            return pos.gather(1, index)
+
+        return replace(
+            self, scale_ids=self.scale_ids[: index.shape[1]], rows=gather(self.rows), cols=gather(self.cols)
+        )
