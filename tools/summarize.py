@@ -5,7 +5,9 @@
 Writes ``summary_table.{md,csv,json}``, ``summary_pairs.csv``, ``grid.png`` and ``speed_quality.png`` into
 ``--out`` (default: SWEEP_DIR) and prints the table. Logs them to W&B when W&B is online (``--no-wandb`` to
 skip); ``--wandb-report`` also publishes a W&B Report and prints its URL. The rules (baseline matching, paired
-speed-ups, fidelity) are documented in ``moss_eval.sweep``; the W&B side in ``moss_eval.wandb_report``.
+speed-ups, fidelity) are documented in ``moss_eval.sweep``; the W&B side in ``moss_eval.wandb_report``. A speed-up
+is shown with the range of its paired ratios and their number, ``2.12× [0.53–3.71], n=2`` (``speedup_min``,
+``speedup_max`` and ``pairs`` in the CSV / JSON).
 
 Exit codes: 0 done; 1 the sweep cannot be summarised (no runs, no baseline, bad records); 3 the table and
 figures were written but the requested W&B report was not published.

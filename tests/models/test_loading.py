@@ -8,7 +8,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from moss_models.core.checkpoints import CheckpointMismatchError, load_state_dict
+from moss_models.core.checkpoints import (
+    CheckpointMismatchError,
+    UnreadableCheckpointError,
+    UnsafeCheckpointError,
+    load_state_dict,
+)
 from moss_models.infinity import (
     CHECKPOINT_ENV,
     CheckpointNotFoundError,
@@ -134,8 +139,66 @@ def test_pickles_are_never_executed(tmp_path):
     path = tmp_path / "evil.pth"
     with open(path, "wb") as f:
         pickle.dump({"x": Exploit()}, f, protocol=2)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(UnsafeCheckpointError, match=r"contains pickled Python objects \(.*posix\.system\)"):
         load_state_dict(path)
+
+
+class Settings:  # an object a training script pickled beside its weights
+    lr = 1e-4
+
+
+def _torch_refusal(path) -> str:
+    with pytest.raises(pickle.UnpicklingError) as err:
+        torch.load(path, map_location="cpu", weights_only=True)
+    return str(err.value)
+
+
+def test_pickled_objects_get_moss_own_refusal_and_a_conversion_recipe(tmp_path):
+    path = tmp_path / "with_objects.pth"
+    torch.save({"w": torch.zeros(1), "obj": Settings()}, path)
+    with pytest.raises(UnsafeCheckpointError) as err:
+        load_state_dict(path)
+    message = str(err.value)
+    assert (
+        isinstance(err.value, ValueError) and err.value.__cause__ is None and err.value.__suppress_context__
+    )
+    assert (
+        f"checkpoint {path} is not a plain tensor checkpoint: it contains pickled Python objects" in message
+    )
+    assert "test_loading.Settings" in message  # the global torch refused, named
+    assert "moss will not unpickle it, because unpickling a file can run arbitrary code" in message
+    # the conversion is offered only for a trusted file, and produces a file moss reads
+    trusted, recipe = message.split("Only if you trust where this file came from", 1)
+    assert "weights_only" not in trusted
+    assert f"{tmp_path / 'with_objects.safetensors'}" in recipe and "safetensors" in recipe
+    # torch's own advice (retry with the unsafe loader, allow-list the class) is not passed on
+    refusal = _torch_refusal(path)
+    for torch_hint in ("Re-running `torch.load` with `weights_only` set to `False`", "add_safe_globals"):
+        assert torch_hint in refusal and torch_hint not in message
+    assert refusal not in message and "pytorch.org" not in message
+    exec(recipe.split('python -c "', 1)[1].split('"\n', 1)[0], {})  # the recipe itself, on this trusted file
+    assert load_state_dict(tmp_path / "with_objects.safetensors").keys() == {"w"}
+
+
+def test_corrupt_and_empty_torch_files_are_unreadable_not_unsafe(tmp_path):
+    good = tmp_path / "good.pth"
+    torch.save({"w": torch.zeros(64)}, good)
+    cases = {
+        "empty.pth": b"",
+        "garbage.pth": b"not a checkpoint at all " * 4,
+        "truncated.pth": good.read_bytes()[: good.stat().st_size // 2],
+    }
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(UnreadableCheckpointError) as err:
+            load_state_dict(tmp_path / name)
+        message = str(err.value)
+        assert (
+            f"checkpoint {tmp_path / name} ({len(data):,} bytes) is not a torch checkpoint moss can read"
+            in message
+        )
+        assert "weights_only" not in message and "\n" not in message, name
+    assert "failed finding central directory" in str(err.value)  # the truncated zip: torch's reason, kept
 
 
 def test_unsupported_format(tmp_path):

@@ -3,8 +3,9 @@
 import json
 
 import pytest
+import torch
 
-from moss_run.bench import PAPER_TABLE1, run_bench
+from moss_run.bench import ABOVE_FLOP_BOUND, NOISY, PAPER_TABLE1, markdown, run_bench, speedup_flags
 from moss_run.errors import UserError
 
 from .conftest import compose_config
@@ -14,7 +15,9 @@ GIB = 2**30
 
 def test_paper_table_kv_column_and_flops(tmp_path, capsys):
     cfg = compose_config(
-        ["+preset=paper_table", "bench.moss=[off,k2,k5,skip2]", f"bench.out_dir={tmp_path}"], tmp_path, "bench"
+        ["+preset=paper_table", "bench.moss=[off,k2,k5,skip2]", f"bench.out_dir={tmp_path}"],
+        tmp_path,
+        "bench",
     )
     out = run_bench(cfg)
     rows = {r["moss"]: r for r in out["rows"]}
@@ -58,12 +61,104 @@ def test_interleaved_measurement_on_the_tiny_model(tmp_path, capsys):
     assert list(tmp_path.glob("cpu*-infinity_tiny-cssa-*.json"))
 
 
+def test_threads_cpu_time_and_load_are_recorded(tmp_path, capsys):
+    before = torch.get_num_threads()
+    cfg = compose_config(
+        [
+            "bench.moss=[off,k2]",
+            "bench.repeats=2",
+            "bench.warmup=0",
+            "bench.threads=1",
+            f"bench.out_dir={tmp_path}",
+        ],
+        tmp_path,
+        "bench",
+    )
+    out = run_bench(cfg)
+    assert torch.get_num_threads() == before  # restored for the rest of this process
+    meta = out["meta"]
+    assert meta["threads"] == 1 and meta["threads_setting"] == 1 and meta["cpu_count"] >= 1
+    for key in ("loadavg_before", "loadavg_after"):
+        assert len(meta[key]) == 3 and all(x >= 0 for x in meta[key])
+    for r in out["rows"]:
+        assert len(r["cpu_s"]["values"]) == len(r["wall_s"]["values"]) == 2
+        assert r["cpu_s"]["median"] > 0 and r["backbone_s"]["median"] <= r["wall_s"]["median"]
+        assert isinstance(r["flag"], list)
+    assert out["rows"][0]["flag"] == []  # the reference
+    table = capsys.readouterr().out
+    assert "torch threads 1 (bench.threads) on" in table and "load average (1/5/15 min)" in table
+    assert "| CPU s / wall s |" in table
+    saved = json.loads(next(tmp_path.glob("cpu*-infinity_tiny-cssa-*.json")).read_text())
+    assert saved["meta"]["threads"] == 1 and "cpu_s" in saved["rows"][1] and "flag" in saved["rows"][1]
+
+
+def test_default_out_dir_is_git_ignored_outputs():
+    cfg = compose_config([], None, "bench")
+    assert cfg.bench.out_dir == f"{cfg.paths.log_dir}/bench" and cfg.bench.out_dir.endswith("outputs/bench")
+    assert cfg.bench.threads is None
+    assert compose_config(["+preset=cpu"], None, "bench").bench.threads == 1
+
+
+@pytest.mark.parametrize(
+    ("median", "q25", "q75", "bound", "flags"),
+    [
+        (12.3, 11.9, 12.7, 12.67, []),  # one thread: tight, under the bound
+        (12.0, 1.2, 35.6, 12.67, [NOISY]),  # two threads on a loaded machine: spread 34.4 > effect 11
+        (1.05, 0.95, 1.10, 2.0, [NOISY]),  # within noise of no change
+        (0.90, 0.88, 0.91, 2.0, []),  # a clear slowdown is an effect too
+        (3.0, 2.9, 3.1, 2.5, [ABOVE_FLOP_BOUND]),  # 0.5 over the bound, spread 0.2
+        (2.6, 2.3, 2.9, 2.5, []),  # 0.1 over the bound, within its spread 0.6
+        (1.5, 0.5, 2.5, 1.2, [NOISY]),  # over the bound by 0.3, but the spread (2.0) covers it
+        (1.0, 1.0, 1.0, 1.0, []),  # the reference
+    ],
+)
+def test_speedup_flags_on_made_up_numbers(median, q25, q75, bound, flags):
+    assert speedup_flags(median, q25, q75, bound) == flags
+
+
+def test_flagged_rows_are_marked_in_the_table(tmp_path):
+    cfg = compose_config([f"bench.out_dir={tmp_path}"], tmp_path, "bench")
+
+    def row(name, speedup, bound):
+        med, q25, q75 = speedup
+        s = {"median": med, "q25": q25, "q75": q75}
+        return {
+            "moss": name, "scales": "x", "backbone_s": s, "speedup": s, "flop_ratio": bound, "stage_s": {},
+            "cpu_s": {"median": 1.0}, "wall_s": {"median": 1.0}, "tokens_processed": 1, "forward_passes": 1,
+            "kv_cache_bytes": 0, "peak_memory_bytes": None, "flops_backbone": 1e9, "achieved_flops_per_s": 1e9,
+            "flag": speedup_flags(med, q25, q75, bound) if name != "off" else [],
+        }  # fmt: skip
+
+    rows = [row("off", (1, 1, 1), 1), row("k2", (3.0, 2.9, 3.1), 2.5), row("k5", (12.0, 1.2, 35.6), 12.67)]
+    meta = {
+        "model": "m", "resolution": 64, "device": "cpu2", "mode": "measure", "batch_size": 1, "cfg": 3,
+        "dtype": "fp32", "attn": "cssa", "torch": "2", "date": "d", "repeats": 5, "warmup": 1, "threads": 8,
+        "threads_setting": None, "cpu_count": 8, "loadavg_before": None, "loadavg_after": None,
+    }  # fmt: skip
+    table = markdown(cfg, rows, meta)
+    assert (
+        "| 3.00× [2.90, 3.10] ⚠ above_flop_bound |" in table and "| 12.00× [1.20, 35.60] ⚠ noisy |" in table
+    )
+    assert "| 1.00× [1.00, 1.00] |" in table
+    assert (
+        "⚠ k5: noisy. The speedup's spread (q75 − q25 = 34.40) is wider than its effect (|median − 1| = 11.00)"
+        in table
+    )
+    assert "⚠ k2: above its FLOP bound. The median speedup 3.00× exceeds the FLOP bound 2.50×" in table
+    assert (
+        "torch threads 8 (torch default, bench.threads=null) on 8 CPUs; load average (1/5/15 min) n/a"
+        in table
+    )
+
+
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
         (["bench.moss=[off,k9]"], r"bench.moss entry 'k9' is not a moss config; choose from \['k2'"),
         (["bench.mode=fast"], r"bench.mode='fast'; choose measure or accounting"),
         (["bench.moss=[]"], r"bench.moss is empty"),
+        (["bench.threads=0"], r"bench.threads=0: give the number of torch threads \(an integer >= 1"),
+        (["bench.threads=two"], r"bench.threads='two': .* or null to leave torch's default"),
     ],
 )
 def test_bad_bench_settings(tmp_path, overrides, match):

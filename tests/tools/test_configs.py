@@ -6,10 +6,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from moss_models import AttentionSpec, Baseline, Moss, NextScaleGenerator, ScaleSkip, ScorerSpec
-from moss_run.app import build_method, check_machine
 from moss_run.config import GenerationConfig
 from moss_run.data import PromptDataset
 from moss_run.errors import UserError
+from moss_run.prepare import build_method, check_machine
 
 from .conftest import CONF, compose_config
 

@@ -60,3 +60,32 @@ def test_missing_file_and_bad_lists(tmp_path):
         PromptDataset.from_list([])
     with pytest.raises(UserError, match=r"data.prompts\[1\] must be a non-empty string"):
         PromptDataset.from_list(["a", "  "])
+
+
+def test_a_latin1_file_names_line_and_offset_in_a_short_message(tmp_path):
+    lines = [f"prompt number {i}, plain ascii" for i in range(500)]
+    lines[337] = "un café au lait sur une table en bois"  # é is one byte (0xe9) in Latin-1, not UTF-8
+    path = tmp_path / "p.txt"
+    path.write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    offset = len(("\n".join(lines[:337]) + "\nun caf").encode("latin-1"))
+    with pytest.raises(UserError) as err:
+        PromptDataset.from_file(path)
+    message = str(err.value)
+    assert f"prompt file {path} (data.path) is not UTF-8 text: line 338, byte offset {offset}" in message
+    assert "0xe9" in message and r"caf\xe9 au" in message and "iconv -f latin1 -t utf-8" in message
+    assert len(message) < 400 + len(str(path)) and "prompt number 336" not in message
+    assert err.value.__cause__ is None and err.value.__suppress_context__  # no UnicodeDecodeError dump
+
+
+def test_jsonl_not_utf8_and_line_ends(tmp_path):
+    bad = tmp_path / "p.jsonl"
+    bad.write_bytes(b'{"prompt": "ok"}\r\n{"prompt": "na\xefve"}\r\n')
+    with pytest.raises(UserError, match=r"p.jsonl \(data.path\) is not UTF-8 text: line 2, byte offset 32 "):
+        PromptDataset.from_file(bad)
+    # a UTF-8 byte-order mark is not part of the first prompt; U+2028 inside a JSON string is not a line end
+    good = tmp_path / "q.jsonl"
+    good.write_bytes(b"\xef\xbb\xbf" + '{"prompt": "a\u2028b"}\r\n{"prompt": "c"}\n'.encode())
+    assert [it.prompt for it in PromptDataset.from_file(good).items] == ["a\u2028b", "c"]
+    txt = tmp_path / "p.txt"
+    txt.write_bytes(b"\xef\xbb\xbfa fox\rna\xc3\xafve owl\r\n")
+    assert [it.prompt for it in PromptDataset.from_file(txt).items] == ["a fox", "na\u00efve owl"]

@@ -31,3 +31,120 @@ def test_python_blocks_run(readme, tmp_path, monkeypatch):
         assert len(out.images) == 2 and out.images[0].size == (256, 256)
         assert out.stats.tokens_per_pass == [1, 4, 42] and out.stats.kv_cache_bytes > 0
         assert namespace["baseline"].stats.forward_passes == 7
+
+
+# ---------------------------------------------------------------------------------------------- command blocks
+
+FENCE = re.compile(r"^( *)```bash\n(.*?)^\1```", re.S | re.M)
+SWEEP = (
+    "uv run python tools/run.py -m moss=off,k2,k5,skip2 'data.prompts=[a red fox,a bowl of ramen,a blue car]'"
+)
+SUMMARIZE = "uv run python tools/summarize.py outputs/multiruns/<time>"
+RELEASE = "uv run python tools/run.py model=infinity moss=k5 attn=cssa_triton trainer=gpu"
+# Commands the test does not run, and why; every other command of the README runs exactly as written.
+NOT_RUN = {
+    "git clone <this repo> moss && cd moss": "the tests run inside the clone",
+    "uv sync": "the tests run in the synced environment",
+    "uv run pytest": "this is the test run",
+    "uv pip install ./packages/moss-dispatch": "would change the test environment; .ci/run installs every wheel "
+    "alone into an empty venv (tools/check_wheels.sh)",
+    "uv pip install ./packages/moss-models": "as above",
+    "uv build --package moss-dispatch": "tools/check_wheels.sh builds every member in CI",
+}
+SLURM_PREFIX = "uv run python tools/run.py -m hydra/launcher=submitit_slurm"  # needs a cluster (composition: test_configs)
+
+
+def _commands(text: str) -> list[str]:
+    commands = []
+    for indent, body in FENCE.findall(text):
+        lines = [ln[len(indent) :] for ln in body.splitlines()]
+        joined = "\n".join(lines).replace("\\\n", " ")
+        for line in joined.splitlines():
+            line = re.sub(r"\s+#.*$", "", line).strip() if not line.lstrip().startswith("#") else ""
+            if line:
+                commands.append(re.sub(r"\s+", " ", line))
+    return commands
+
+
+def _uv_run(command: str, timeout: int = 300, env: dict | None = None):
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    argv = shlex.split(command)
+    assert argv[:3] == ["uv", "run", "python"], command
+    env = {k: v for k, v in {**os.environ, "WANDB_MODE": "offline", **(env or {})}.items() if v is not None}
+    return subprocess.run(
+        [sys.executable, *argv[3:]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_every_readme_command_is_run_or_says_why_not():
+    commands = _commands((ROOT / "README.md").read_text(encoding="utf-8"))
+    ran = {"uv run python tools/run.py", SWEEP, SUMMARIZE, RELEASE}
+    for c in commands:
+        assert c in ran or c in NOT_RUN or c.startswith(SLURM_PREFIX), f"README command not covered: {c}"
+    assert ran <= set(commands), "a command this test runs is no longer in the README"
+
+
+def _records(run_dir):
+    import json
+
+    return [json.loads(line) for line in (run_dir / "records.jsonl").read_text().splitlines()]
+
+
+def test_readme_commands_run_as_written(tmp_path):
+    """The main job, the sweep and its summary, exactly as the README writes them (outputs/ under the repo)."""
+    from PIL import Image
+
+    out = ROOT / "outputs"
+    before = set(out.glob("*/*")) | set(out.glob("runs/*/*")) if out.is_dir() else set()
+    try:
+        # a fresh machine: no W&B credentials, no mode set -> an offline W&B run, never a login prompt
+        fresh = {"WANDB_API_KEY": None, "WANDB_MODE": None, "HOME": str(tmp_path)}
+        default = _uv_run("uv run python tools/run.py", env=fresh)
+        assert default.returncode == 0, default.stderr[-3000:]
+        last = default.stdout.strip().splitlines()[-1]
+        assert last.startswith("moss: wrote 3 images (3 in the folder) to ") and "backbone median" in last
+        (run_dir,) = [p for p in (out / "runs" / "tiny-k2-cssa").glob("*") if p not in before]
+        assert str(run_dir) in last
+        records = _records(run_dir)
+        assert [r["id"] for r in records] == ["00000", "00001", "00002"]
+        for r in records:
+            img = Image.open(run_dir / r["image"])
+            assert img.size == (256, 256) and img.mode == "RGB"
+            assert r["moss"] == "k2" and r["model"] == "tiny" and r["attn"] == "cssa"
+            assert set(r["latency_s"]) >= {"draft", "dispatch", "moss", "decode", "backbone", "total"}
+            assert r["tokens_processed"] == sum(r["tokens_per_pass"]) and r["forward_passes"] == 6
+            assert r["kv_cache_bytes"] > 0 and r["flops"] > 0 and r["fallbacks"] == []
+            assert r["prompt_truncated"] is False
+        assert (run_dir / "config.yaml").read_text().count("thresholds:") == 1
+        assert (run_dir / "fingerprint.json").is_file() and "moss: wrote 3 images" in (
+            run_dir / "run.log"
+        ).read_text()
+        assert all(p.stat().st_mode & 0o777 == 0o644 for p in run_dir.glob("*.json*"))
+        wandb_runs = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+        assert len(wandb_runs) == 1 and wandb_runs[0].stat().st_size > 0
+        noise = default.stdout + default.stderr
+        for unwanted in ("litlogger", "anonymous setting", "is deprecated", "GPU available"):
+            assert unwanted not in noise, unwanted
+        sweep = _uv_run(SWEEP)
+        assert sweep.returncode == 0, sweep.stderr[-3000:]
+        made = sorted(p for p in (out / "multiruns").glob("*") if p not in before)
+        assert len(made) == 1, made
+        summary = _uv_run(SUMMARIZE.replace("outputs/multiruns/<time>", str(made[0].relative_to(ROOT))))
+        assert summary.returncode == 0, summary.stderr[-3000:]
+        for name in ("off", "k2", "k5", "skip2"):
+            assert f"| tiny-{name}-cssa | {name} | cssa | 3 |" in summary.stdout, summary.stdout
+        # The release model needs its checkpoints and a GPU: here it must stop at once with one paragraph.
+        release = _uv_run(RELEASE)
+        assert release.returncode == 2 and "Traceback" not in release.stderr, release.stderr[-3000:]
+        assert "CUDA" in release.stderr or "MOSS_CHECKPOINTS" in release.stderr
+    finally:
+        import shutil
+
+        for p in (set(out.glob("*/*")) if out.is_dir() else set()) - before:
+            shutil.rmtree(p, ignore_errors=True)
+        for p in (set(out.glob("runs/*/*")) if out.is_dir() else set()) - before:
+            shutil.rmtree(p, ignore_errors=True)

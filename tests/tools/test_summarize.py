@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from moss_eval.figures import grid_size, image_grid
-from moss_eval.sweep import NoBaselineError, summarize_sweep
+from moss_eval.sweep import NoBaselineError, markdown_table, summarize_sweep
 from moss_eval.wandb_report import GRID_KEY, PLOT_KEY, TABLE_KEY, build_report
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,6 +142,8 @@ def test_summary_numbers(sweep):
 
     assert k2["baseline"] == "tiny-off" and k2["pairs"] == 3 and k2["no_twin"] == 0
     assert k2["speedup"] == pytest.approx(2.0)  # median of paired ratios 2, 3, 2 (not 1.0 / 0.4 = 2.5)
+    assert (k2["speedup_min"], k2["speedup_max"]) == pytest.approx((2.0, 3.0))
+    assert base["speedup_min"] is None and base["speedup_max"] is None  # the reference has no pair ratios
     assert k2["latency_s"] == pytest.approx(0.4)
     assert k2["kv_cache_gib"] == 0.25 and k2["tokens_processed"] == 40 and k2["forward_passes"] == 3
     assert k2["psnr"] == pytest.approx(expected_psnr(10, 5, 20), abs=1e-3)
@@ -168,14 +170,17 @@ def test_cli_writes_table_grid_and_plot(sweep, capsys, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     assert summarize_tool.main([str(sweep)]) == 0
     out = capsys.readouterr().out
-    assert "| tiny-k2-cssa | k2 | cssa | 3 |" in out and "2.00×" in out
+    assert "| tiny-k2-cssa | k2 | cssa | 3 |" in out and "| 2.00× [2.00–3.00], n=3 |" in out
+    assert "| 4.00× [4.00–4.00], n=2 |" in out and "| 1.00× |" in out  # k5; the baseline, the reference
     assert "W&B logging skipped: WANDB_MODE=offline" in out
 
     table = json.loads((sweep / "summary_table.json").read_text())
     assert [r["run"] for r in table["rows"]] == ["tiny-off", "tiny-k2-cssa", "tiny-k5-cssa"]
     assert table["rows"][2]["psnr"] == "inf"  # strict JSON: no Infinity literal
+    assert (table["rows"][1]["speedup_min"], table["rows"][1]["speedup_max"]) == pytest.approx((2.0, 3.0))
     csv_lines = (sweep / "summary_table.csv").read_text().splitlines()
     assert len(csv_lines) == 4 and csv_lines[0].startswith("run,moss,attn")
+    assert ",speedup,speedup_min,speedup_max,speedup_total," in csv_lines[0]
     assert len((sweep / "summary_pairs.csv").read_text().splitlines()) == 1 + 3 + 2
     md = (sweep / "summary_table.md").read_text()
     assert "no twin" in md and "Notes:" in md
@@ -323,3 +328,22 @@ def test_stale_jsonl_loses_to_record_files(sweep):
     summary = summarize_sweep(sweep)
     assert summary.row("tiny-k2-cssa")["images"] == 3
     assert any("does not match records/" in n for n in summary.notes)
+
+
+def test_spread_beside_a_paired_speedup_the_latency_median_contradicts(tmp_path):
+    # two images: ratios 3.71 and 0.53, so the paired median is 2.12× while the run's median latency is slower
+    root = tmp_path / "sweep"
+    prompts = list(PROMPTS.items())[:2]
+    base = [record("tiny-off", "off", p, s, s, b) for (p, s), b in zip(prompts, (0.371, 1.0), strict=True)]
+    run = [record("tiny-k2", "k2", p, s, s, b) for (p, s), b in zip(prompts, (0.1, 1 / 0.53), strict=True)]
+    write_run(root / "off", base, [base_pixels(s) for _, s in prompts])
+    write_run(root / "k2", run, [base_pixels(s) + 3 for _, s in prompts])
+    summary = summarize_sweep(root)
+    row, reference = summary.row("tiny-k2"), summary.row("tiny-off")
+    assert row["latency_s"] > reference["latency_s"]  # 0.994 s against 0.686 s
+    assert row["speedup"] == pytest.approx(2.12) and row["pairs"] == 2
+    assert (row["speedup_min"], row["speedup_max"]) == pytest.approx((0.53, 3.71))
+    assert "| 2.12× [0.53–3.71], n=2 |" in markdown_table(summary)
+    (note,) = [n for n in summary.notes if n.startswith("tiny-k2:")]
+    assert "median backbone latency (0.9934 s) is slower than tiny-off's (0.6855 s)" in note
+    assert "paired speed-up is 2.12×: the 2 paired ratios range 0.53–3.71×" in note

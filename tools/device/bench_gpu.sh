@@ -5,7 +5,8 @@
 #
 #   here:   bash tools/device/fetch_wheels.sh
 #   device: bash tools/device/bench_gpu.sh        (carry .whl)
-# Results: benchmarks/results/<device>-infinity_2b-<attn>-<date>.{json,md}, also copied to $OUT.
+# Results: benchmarks/results/<device>-infinity_2b-<attn>-<date>.{json,md} (bench.out_dir=benchmarks/results: these
+# are meant to be committed), and this run's files are also copied to $OUT.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
@@ -20,10 +21,14 @@ import hydra, omegaconf, torch, triton
 print(f"torch {torch.__version__}, triton {triton.__version__}, hydra {hydra.__version__}, {torch.cuda.get_device_name(0)}")
 PY
 status=0
+started=$(mktemp)   # files newer than this are the ones this run wrote
 for attn in cssa cssa_triton; do
   timeout 210 python3 tools/bench.py model=infinity_2b model.weights=random 'bench.moss=[off,k2,k3,k4,k5,skip1,skip2]' \
       attn="$attn" generation.batch_size=1 bench.warmup=2 bench.repeats=7 bench.peak_flops=790e12 \
-      hydra.run.dir="/tmp/moss-bench-$attn" || status=$?
+      bench.out_dir=benchmarks/results hydra.run.dir="/tmp/moss-bench-$attn" || status=$?
 done
-if [ -n "${OUT:-}" ]; then cp benchmarks/results/*.json benchmarks/results/*.md "$OUT"/ 2>/dev/null || true; fi
+if [ -n "${OUT:-}" ]; then
+  find benchmarks/results -maxdepth 1 -newer "$started" \( -name '*.json' -o -name '*.md' \) -exec cp {} "$OUT"/ \;
+fi
+rm -f "$started"
 exit $status

@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import logging
-import os
+import warnings
 from pathlib import Path
 
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from moss_attention import BackendUnavailableError, get_backend
 from moss_eval import RunDirectory
-from moss_models import Method
 from moss_run.data import PromptDataset, collate_items
-from moss_run.errors import UserError
-from moss_run.models import check_model_files
-from moss_run.module import GenerationModule, warn_fallback
+from moss_run.module import GenerationModule
+from moss_run.prepare import Prepared
 from moss_run.writer import ImageRecordWriter
 
 log = logging.getLogger("moss.run")
@@ -42,103 +38,24 @@ class PromptDataModule(L.LightningDataModule):
         return DataLoader(self.todo, batch_size=self.batch_size, shuffle=False, collate_fn=collate_items)
 
 
-def build_object(node: DictConfig, key: str):
-    """``instantiate`` one config group, with the errors its classes raise as user errors naming the key."""
-    try:
-        return instantiate(node)
-    except Exception as err:  # Hydra wraps errors raised by the target; surface ours plainly
-        cause = err.__cause__ or err
-        if isinstance(cause, UserError):
-            raise cause from None
-        if isinstance(cause, ValueError | TypeError):
-            raise UserError(f"{key}: {cause}") from None
-        raise
-
-
-def build_method(cfg: DictConfig) -> Method:
-    """The method of ``conf/moss`` (its ``attn`` and ``dispatch`` groups nested in it), checked on the run's
-    schedule before any model is built."""
-    from moss_models.core import model_entry
-
-    method = build_object(cfg.moss, f"moss={cfg.moss.name}")
-    try:
-        schedule = model_entry(cfg.model.name).schedule(
-            cfg.generation.resolution, cfg.generation.aspect_ratio
-        )
-    except ValueError as err:
-        raise UserError(f"generation.resolution={cfg.generation.resolution}: {err}") from None
-    try:
-        method.plan(schedule.grids)
-    except ValueError as err:
-        raise UserError(f"moss={cfg.moss.name}: {err}") from None
-    return method
-
-
-def check_machine(cfg: DictConfig, method: Method, fallbacks: list[str]) -> Method:
-    """Errors for what this machine cannot run; returns the method with the attention this machine runs."""
-    accelerator = str(cfg.trainer.get("accelerator", "auto"))
-    cuda = torch.cuda.is_available()
-    if accelerator in ("gpu", "cuda") and not cuda:
-        raise UserError(
-            f"trainer.accelerator={accelerator} needs a CUDA GPU and torch sees none (torch.cuda.is_available() is "
-            "False). Use trainer=cpu, or trainer=ddp trainer.accelerator=cpu trainer.devices=N for several CPU "
-            "processes."
-        )
-    attn_name = HydraConfig.get().runtime.choices.get("attn")
-    try:
-        get_backend(method.attention.backend)
-    except BackendUnavailableError as err:
-        raise UserError(
-            f"attn={attn_name}: {err}. Use attn=cssa (torch sdpa) or attn=cssa_flex instead."
-        ) from None
-    rope_impl = method.attention.rope_impl
-    gpu_run = cuda and accelerator in ("gpu", "cuda", "auto")
-    if rope_impl == "triton" and not gpu_run and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
-        warn_fallback(
-            fallbacks,
-            f"attn={attn_name} asks for the Triton RoPE kernels, which need CUDA (or TRITON_INTERPRET=1 on CPU); "
-            "this run used the torch RoPE reference instead",
-        )
-        return method.with_attention(method.attention.with_(rope_impl="torch"))
-    return method
-
-
 def _cluster_managed() -> bool:
     from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 
     return SLURMEnvironment.detect() or TorchElasticEnvironment.detect()
 
 
-def run(cfg: DictConfig) -> dict:
-    run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    choices = HydraConfig.get().runtime.choices
-    run_info = {
-        "run_name": cfg.run_name,
-        "model": choices.get("model"),
-        "moss": cfg.moss.name,
-        "attn": choices.get("attn"),
-        "dispatch": choices.get("dispatch"),
-    }
-    fallbacks: list[str] = []
-    check_model_files(cfg.model)
-    method = check_machine(cfg, build_method(cfg), fallbacks)
-    generation = build_object(cfg.generation, "generation")
-    dataset = build_object(cfg.data, "data")
-    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
-        RunDirectory(run_dir).write_config(OmegaConf.to_yaml(cfg, resolve=True))
-
-    done = RunDirectory(run_dir).completed_ids() & {it.id for it in dataset.items}
+def run(cfg: DictConfig, prepared: Prepared) -> dict:
+    """Generate the prepared run's missing images with Lightning; returns the run's summary."""
+    run_dir, dataset, run_info = prepared.run_dir, prepared.dataset, prepared.run_info
+    folder = RunDirectory(run_dir)
+    done = folder.completed_ids() & {it.id for it in dataset.items}
     if len(done) == len(dataset):
-        log.info(
-            "all %d images of %s are already in %s; rebuilding the summary",
-            len(dataset),
-            dataset.source,
-            run_dir,
-        )
-        return RunDirectory(run_dir).finalize(run_info)
+        summary = folder.finalize(run_info)
+        report(run_dir, summary, written=0, note=f"all {len(dataset)} images were already there")
+        return summary
     if done:
         log.info("resuming in %s: %d of %d images done", run_dir, len(done), len(dataset))
+    quiet_third_party_logs()
 
     trainer_cfg = OmegaConf.to_container(cfg.trainer)
     if (
@@ -158,16 +75,16 @@ def run(cfg: DictConfig) -> dict:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     module = GenerationModule(
         instantiate(cfg.model),
-        generation=generation,
-        method=method,
+        generation=prepared.generation,
+        method=prepared.method,
         measure=OmegaConf.to_container(cfg.measure),
         run_info=run_info,
-        fallbacks=fallbacks,
+        fallbacks=prepared.fallbacks,
     )
     try:
         trainer.predict(
             module,
-            datamodule=PromptDataModule(dataset, run_dir, int(generation.batch_size)),
+            datamodule=PromptDataModule(dataset, run_dir, int(prepared.generation.batch_size)),
             return_predictions=False,
         )
     finally:
@@ -175,4 +92,42 @@ def run(cfg: DictConfig) -> dict:
             import wandb
 
             wandb.finish()
-    return writer.summary or {}
+    summary = writer.summary or {}
+    if trainer.is_global_zero:
+        report(run_dir, summary, written=writer.written, logger=logger)
+    return summary
+
+
+def quiet_third_party_logs() -> None:
+    """Silence what a user cannot act on: Lightning's device and advertising lines, matplotlib's font cache."""
+    for name in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.fabric.utilities.rank_zero",
+        "matplotlib",
+    ):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+def report(run_dir: Path, summary: dict, *, written: int, note: str = "", logger=None) -> None:
+    """The run's last line: how many images were written, where, and the headline numbers."""
+    total = summary.get("num_images", 0)
+    backbone = ((summary.get("latency_s") or {}).get("backbone") or {}).get("median")
+    tokens = (summary.get("tokens_processed") or {}).get("median")
+    kv = (summary.get("kv_cache_bytes") or {}).get("median")
+    parts = [
+        f"moss: wrote {written} image{'s' if written != 1 else ''} ({total} in the folder) to {run_dir}"
+        + (f" [{note}]" if note else ""),
+        f"backbone median {backbone:.4f} s/image" if backbone is not None else "",
+        f"{tokens:.0f} tokens" if tokens is not None else "",
+        f"KV cache {kv / 2**20:.2f} MiB/image" if kv is not None else "",
+    ]
+    wandb_dir = getattr(getattr(logger, "experiment", None), "dir", None) if logger else None
+    if wandb_dir:
+        parts.append(f"W&B run files in {Path(wandb_dir).parent}")
+    line = "; ".join(p for p in parts if p)
+    record = logging.LogRecord(log.name, logging.INFO, __file__, 0, line, None, None)
+    for handler in logging.getLogger().handlers:  # run.log; the console gets the plain line below
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+    print(line, flush=True)

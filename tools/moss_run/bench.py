@@ -4,7 +4,15 @@
 warm-up rounds, with the same prompts and seeds. Latency is the backbone (everything but the VAE decode, as the
 paper measures); the speedup is the median over rounds of the paired ratio baseline/config within a round, which
 cancels drifts of a shared machine. FLOPs are counted exactly on the meta device with the same passes
-(``count_backbone_flops``), so the FLOP ratio is the compute bound on the speedup.
+(``count_backbone_flops``), so the FLOP ratio is the compute bound on the speedup. Spreads are quartiles over the
+rounds, taken inside the observed values (``statistics.quantiles(method="inclusive")``: with two rounds, q25 and
+q75 lie between them, never beyond).
+
+What the machine was doing is recorded with every result: the torch thread count (``bench.threads`` pins it with
+``torch.set_num_threads`` before the model is built; ``null`` leaves torch's default), the process CPU seconds
+(``time.process_time``) beside the wall seconds of each generation, and the load average before and after. A
+config's speedup is flagged (:func:`speedup_flags`) when its interquartile range is wider than its effect, or when
+its median beats the FLOP bound by more than that range.
 
 ``accounting`` mode needs no GPU and no weights: scales, tokens, KV cache and FLOPs from the meta device, with the
 paper's Table 1 numbers beside them.
@@ -21,6 +29,7 @@ import platform
 import re
 import statistics
 import subprocess
+import time
 from pathlib import Path
 
 import torch
@@ -29,9 +38,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from moss_eval import StageTimer, atomic_write_text, peak_memory
 from moss_models import Method, Moss, ScaleSkip, dry_run
-from moss_run.app import build_object
 from moss_run.errors import UserError
 from moss_run.models import build
+from moss_run.prepare import build_object
 
 log = logging.getLogger("moss.bench")
 GIB = 2**30
@@ -90,7 +99,7 @@ def _git_commit() -> str | None:
 
 
 def _spread(values: list[float]) -> dict:
-    q = statistics.quantiles(values, n=4) if len(values) >= 2 else [values[0]] * 3
+    q = statistics.quantiles(values, n=4, method="inclusive") if len(values) >= 2 else [values[0]] * 3
     return {
         "median": statistics.median(values),
         "q25": q[0],
@@ -99,6 +108,48 @@ def _spread(values: list[float]) -> dict:
         "max": max(values),
         "values": values,
     }
+
+
+NOISY = "noisy"  # the speedup's IQR is wider than its effect
+ABOVE_FLOP_BOUND = "above_flop_bound"  # the median beats the compute bound by more than its IQR
+
+
+def speedup_flags(median: float, q25: float, q75: float, flop_bound: float) -> list[str]:
+    """Why a measured speedup should not be quoted as it stands ([] when nothing is wrong).
+
+    The spread is the interquartile range ``q75 - q25`` of the paired speedups over the rounds (the quartiles the
+    table prints; robust to one disturbed round, unlike max - min). ``noisy``: the spread is wider than the effect
+    ``|median - 1|``, so the rounds do not agree the config is faster (or slower) at all. ``above_flop_bound``:
+    ``median - flop_bound`` exceeds the spread; at equal efficiency per FLOP the speedup is at most the FLOP ratio,
+    so either the baseline ran slower per FLOP than the config (overheads that shrink with the passes,
+    memory-bound attention at the large scales) or the timing is disturbed. Both are checked the same way for every row; the reference row (speedups exactly 1) has none.
+    """
+    spread = q75 - q25
+    flags = []
+    if spread > abs(median - 1):
+        flags.append(NOISY)
+    if median - flop_bound > spread:
+        flags.append(ABOVE_FLOP_BOUND)
+    return flags
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):  # not on this platform: recorded as null, shown as "n/a"
+        return None
+
+
+def _threads_setting(cfg: DictConfig) -> int | None:
+    threads = cfg.bench.get("threads")
+    if threads is None:
+        return None
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise UserError(
+            f"bench.threads={threads!r}: give the number of torch threads (an integer >= 1, e.g. 1 for a stable "
+            "CPU timing), or null to leave torch's default"
+        )
+    return threads
 
 
 def _methods(cfg: DictConfig) -> dict[str, Method]:
@@ -155,13 +206,17 @@ def measure_rows(cfg: DictConfig, device: torch.device) -> list[dict]:
     def one(name: str) -> dict:
         timer = StageTimer(device)
         with peak_memory(device) as peak:
+            wall0, cpu0 = time.perf_counter(), time.process_time()
             result = generator.generate(
                 text, seeds, resolution=res, aspect_ratio=ratio, sampling=sampling, method=configs[name],
                 decode=bool(cfg.bench.decode), clock=timer,
             )  # fmt: skip
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         seconds = dict(timer.seconds)
         seconds["backbone"] = sum(v for k, v in seconds.items() if k != "decode")
-        return {"seconds": seconds, "stats": result.stats, "peak": peak.bytes}
+        return {"seconds": seconds, "stats": result.stats, "peak": peak.bytes, "wall": wall, "cpu": cpu}
 
     for r in range(int(cfg.bench.warmup)):
         for name in names:
@@ -198,6 +253,9 @@ def measure_rows(cfg: DictConfig, device: torch.device) -> list[dict]:
                 "speedup": _spread(
                     [rd[base]["seconds"]["backbone"] / rd[name]["seconds"]["backbone"] for rd in rounds]
                 ),
+                # the whole generate() call (the backbone, plus the decode when bench.decode is on)
+                "wall_s": _spread([x["wall"] for x in runs]),
+                "cpu_s": _spread([x["cpu"] for x in runs]),
                 "tokens_processed": stats.tokens_processed,
                 "forward_passes": stats.forward_passes,
                 "kv_cache_bytes": stats.kv_cache_bytes,
@@ -209,6 +267,8 @@ def measure_rows(cfg: DictConfig, device: torch.device) -> list[dict]:
     for r in rows:
         r["flop_ratio"] = rows[0]["flops_backbone"] / r["flops_backbone"]
         r["kv_reduction"] = 1 - r["kv_cache_bytes"] / rows[0]["kv_cache_bytes"]
+        s = r["speedup"]
+        r["flag"] = [] if r is rows[0] else speedup_flags(s["median"], s["q25"], s["q75"], r["flop_ratio"])
         if cfg.bench.peak_flops:
             r["fraction_of_peak"] = r["achieved_flops_per_s"] / float(cfg.bench.peak_flops)
     return rows
@@ -233,6 +293,16 @@ def markdown(cfg: DictConfig, rows: list[dict], meta: dict) -> str:
             else ""
         )
     )
+    if meta["mode"] == "measure":
+        setting = meta["threads_setting"]
+        load = [meta["loadavg_before"], meta["loadavg_after"]]
+        load_text = " → ".join("/".join(f"{x:.2f}" for x in avg) for avg in load) if all(load) else "n/a"
+        head += [
+            "",
+            f"torch threads {meta['threads']} "
+            f"({'bench.threads' if setting is not None else 'torch default, bench.threads=null'}) on "
+            f"{meta['cpu_count']} CPUs; load average (1/5/15 min) {load_text} (before → after)",
+        ]
     head.append("")
 
     def with_paper(value: str, key: str, name: str, fmt: str) -> str:
@@ -257,7 +327,8 @@ def markdown(cfg: DictConfig, rows: list[dict], meta: dict) -> str:
             )
         return "\n".join(head + lines) + "\n"
     cols = ["config", "scales", "backbone s (median [q25, q75])", "speedup (paired median)", "FLOP bound",
-            "stage s (draft / dispatch / moss)", "tokens", "passes", "KV GiB", "peak GiB", "FLOPs", "FLOP/s"]  # fmt: skip
+            "stage s (draft / dispatch / moss)", "CPU s / wall s", "tokens", "passes", "KV GiB", "peak GiB",
+            "FLOPs", "FLOP/s"]  # fmt: skip
     if any("fraction_of_peak" in r for r in rows):
         cols.append("% of peak")
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -266,17 +337,35 @@ def markdown(cfg: DictConfig, rows: list[dict], meta: dict) -> str:
         st = r["stage_s"]
         stages = " / ".join(f"{st.get(k, 0.0):.4f}" for k in ("draft", "dispatch", "moss"))
         peak = f"{r['peak_memory_bytes'] / GIB:.2f}" if r["peak_memory_bytes"] else "—"
+        mark = f" ⚠ {', '.join(r['flag'])}" if r["flag"] else ""
         cells = [
             r["moss"], r["scales"], f"{b['median']:.4f} [{b['q25']:.4f}, {b['q75']:.4f}]",
-            f"{s['median']:.2f}× [{s['q25']:.2f}, {s['q75']:.2f}]", f"{r['flop_ratio']:.2f}×", stages,
-            str(r["tokens_processed"]), str(r["forward_passes"]), f"{r['kv_cache_bytes'] / GIB:.3f}", peak,
+            f"{s['median']:.2f}× [{s['q25']:.2f}, {s['q75']:.2f}]{mark}", f"{r['flop_ratio']:.2f}×", stages,
+            f"{r['cpu_s']['median']:.4f} / {r['wall_s']['median']:.4f}", str(r["tokens_processed"]),
+            str(r["forward_passes"]), f"{r['kv_cache_bytes'] / GIB:.3f}", peak,
             _fmt_flops(r["flops_backbone"]), f"{r['achieved_flops_per_s'] / 1e12:.2f} T/s",
         ]  # fmt: skip
         if "fraction_of_peak" in r:
             cells.append(f"{100 * r['fraction_of_peak']:.1f}%")
         lines.append("| " + " | ".join(cells) + " |")
     notes = ["", "Speedup: median over rounds of the paired ratio (baseline / config) within a round. FLOP bound: "
-             "baseline FLOPs / config FLOPs (meta-device count of the same passes), the most a FLOP-bound run could gain."]  # fmt: skip
+             "baseline FLOPs / config FLOPs (meta-device count of the same passes), the most a FLOP-bound run could gain. "
+             "CPU s / wall s: medians of the process CPU seconds and wall seconds of each generate() call; on a CPU "
+             "run with one thread, CPU s well below wall s means the process waited for a core (on a GPU, CPU s is "
+             "the host side: launches and waiting)."]  # fmt: skip
+    for r in rows:
+        s = r["speedup"]
+        if NOISY in r["flag"]:
+            notes.append(
+                f"⚠ {r['moss']}: noisy. The speedup's spread (q75 − q25 = {s['q75'] - s['q25']:.2f}) is wider "
+                f"than its effect (|median − 1| = {abs(s['median'] - 1):.2f}); do not quote it."
+            )
+        if ABOVE_FLOP_BOUND in r["flag"]:
+            notes.append(
+                f"⚠ {r['moss']}: above its FLOP bound. The median speedup {s['median']:.2f}× exceeds the FLOP bound "
+                f"{r['flop_ratio']:.2f}× by more than its spread ({s['q75'] - s['q25']:.2f}): the baseline ran "
+                "slower per FLOP than this config, or the timing was disturbed; check before quoting."
+            )
     if paper:
         notes.append(
             "Paper (RTX 4090): 1.29 s → 0.63 / 0.45 / 0.38 / 0.26 s, i.e. 2.05× / 2.87× / 3.39× / 4.96× for k2…k5; "
@@ -296,6 +385,7 @@ def run_bench(cfg: DictConfig) -> dict:
         raise UserError("bench.moss is empty; give e.g. bench.moss=[off,k2,k5]")
     if mode == "measure" and int(cfg.bench.repeats) < 1:
         raise UserError(f"bench.repeats must be >= 1, got {cfg.bench.repeats}")
+    threads_setting = _threads_setting(cfg)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if (
         mode == "measure"
@@ -306,7 +396,16 @@ def run_bench(cfg: DictConfig) -> dict:
         raise UserError(f"attn={attn_name} needs CUDA for the Triton RoPE; on CPU benchmark attn=cssa")
     if mode == "measure" and cfg.bench.moss[0] != "off":
         log.warning("the first bench.moss entry (%s) is the reference for speedups", cfg.bench.moss[0])
-    rows = accounting_rows(cfg) if mode == "accounting" else measure_rows(cfg, device)
+    default_threads = torch.get_num_threads()
+    if threads_setting is not None:
+        torch.set_num_threads(threads_setting)  # before the model is built
+    try:
+        threads = torch.get_num_threads()
+        loadavg_before = _loadavg()
+        rows = accounting_rows(cfg) if mode == "accounting" else measure_rows(cfg, device)
+        loadavg_after = _loadavg()
+    finally:
+        torch.set_num_threads(default_threads)  # for callers in the same process (tests)
     meta = {
         "mode": mode,
         "model": cfg.model.name + ("+arch" if cfg.model.arch else ""),
@@ -324,6 +423,11 @@ def run_bench(cfg: DictConfig) -> dict:
         "date": dt.date.today().isoformat(),
         "repeats": int(cfg.bench.repeats),
         "warmup": int(cfg.bench.warmup),
+        "threads": threads,
+        "threads_setting": threads_setting,
+        "cpu_count": os.cpu_count(),
+        "loadavg_before": loadavg_before,
+        "loadavg_after": loadavg_after,
     }
     table = markdown(cfg, rows, meta)
     print(table)

@@ -28,10 +28,12 @@ class GenerationConfig:
     batch_size: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("cfg", "tau"):  # a number or one per scale; OmegaConf lists arrive as lists
+        for name in ("cfg", "tau"):  # a number or one per scale, as floats (so 3 and 3.0 are one setting)
             value = getattr(self, name)
-            if not isinstance(value, int | float | str) and value is not None:
-                object.__setattr__(self, name, tuple(value))
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                object.__setattr__(self, name, float(value))
+            elif not isinstance(value, str) and value is not None:
+                object.__setattr__(self, name, tuple(float(v) for v in value))
 
     @property
     def sampling(self) -> SamplingConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from collections.abc import Sequence
@@ -13,6 +14,10 @@ from torch.utils.data import Dataset
 from moss_run.errors import UserError
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Lines end at \n, \r\n or \r only: str.splitlines() would also split at U+2028, \x0c, \x1c…, which JSON strings
+# may hold raw, and would number lines differently from an editor.
+_LINE_END = re.compile(r"\r\n|\n|\r")
+EXCERPT_BYTES = 20  # bytes shown on each side of an undecodable byte
 
 
 @dataclass(frozen=True)
@@ -73,9 +78,29 @@ def collate_items(batch: list[dict]) -> list[dict]:
     return batch
 
 
+def _read_lines(path: Path) -> list[str]:
+    """The file's lines, decoded as UTF-8 (a leading byte-order mark is dropped); a byte that is not UTF-8 is a
+    :class:`UserError` naming its line and offset, with a short excerpt, never the whole file."""
+    data = path.read_bytes()
+    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        text = data[start:].decode("utf-8")
+    except UnicodeDecodeError as err:
+        offset = start + err.start  # byte offset in the file, from 0
+        before = data[start:offset].decode("utf-8")  # valid: the error is the first bad byte
+        lineno = len(_LINE_END.split(before))
+        excerpt = data[max(0, offset - EXCERPT_BYTES) : offset + EXCERPT_BYTES]
+        raise UserError(
+            f"prompt file {path} (data.path) is not UTF-8 text: line {lineno}, byte offset {offset} "
+            f"({err.reason}: 0x{data[offset]:02x}), near {excerpt!r}. Save it as UTF-8, e.g. for a Latin-1 file "
+            f"`iconv -f latin1 -t utf-8 {path.name} > utf8-{path.name}`."
+        ) from None
+    return _LINE_END.split(text)
+
+
 def _read_txt(path: Path, seed: int) -> list[PromptItem]:
     items = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in _read_lines(path):
         if not line.strip():
             continue  # blank lines carry nothing; skipping them keeps indices dense
         i = len(items)
@@ -86,7 +111,7 @@ def _read_txt(path: Path, seed: int) -> list[PromptItem]:
 def _read_jsonl(path: Path, seed: int) -> list[PromptItem]:
     items: list[PromptItem] = []
     first_line: dict[str, int] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(_read_lines(path), start=1):
         if not line.strip():
             continue
         where = f"{path} line {lineno}"

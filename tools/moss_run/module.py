@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import itertools
-import warnings
 from collections.abc import Callable
 
 import lightning as L
 
-from moss_eval import ImageRecord, StageTimer, count_flops, peak_memory
-from moss_models import Method, NextScaleGenerator
+from moss_eval import ImageRecord, StageTimer, peak_memory
+from moss_models import Method, NextScaleGenerator, dry_run
 from moss_run.config import GenerationConfig
 from moss_run.models import build
 
@@ -56,14 +55,17 @@ class GenerationModule(L.LightningModule):
         )
 
     def on_predict_start(self) -> None:
-        # Untimed warm-up generations (kernel selection, caches, lazy init). The first one also counts FLOPs: they
-        # depend only on the configuration, not on the prompt.
-        for i in range(int(self.measure.get("warmup", 0))):
-            if i == 0 and self.measure.get("flops", False):
-                counted = count_flops(self._generate, ["warm-up"], [0], self.generation.aspect_ratio)
-                self.flops = int(counted.total)
-            else:
-                self._generate(["warm-up"], [0], self.generation.aspect_ratio)
+        if self.measure.get("flops", False):
+            # Backbone FLOPs of one image (decode excluded, as the paper's latency), from a meta-device dry run of
+            # the same generator and method: exact, and independent of the prompt and of the attention kernel.
+            run = dry_run(
+                self.generator, self.method, resolution=self.generation.resolution,
+                aspect_ratio=self.generation.aspect_ratio, sampling=self.sampling,
+            )  # fmt: skip
+            self.flops = int(run.flops)
+        # Untimed warm-up generations (kernel selection, caches, lazy init).
+        for _ in range(int(self.measure.get("warmup", 0))):
+            self._generate(["warm-up"], [0], self.generation.aspect_ratio)
 
     def predict_step(self, batch: list[dict], batch_idx: int) -> list[dict]:
         device = self.trainer.strategy.root_device
@@ -97,13 +99,10 @@ class GenerationModule(L.LightningModule):
                     flops=self.flops,
                     fallbacks=list(self.fallbacks),
                     rank=self.global_rank,
-                    extra={"skipped_scales": list(result.stats.skipped_scales)},
+                    extra={
+                        "skipped_scales": list(result.stats.skipped_scales),
+                        "prompt_truncated": bool(result.truncated[i]) if result.truncated else False,
+                    },
                 )
                 outputs.append({"image": result.images[i].cpu().numpy(), "record": record})
         return outputs
-
-
-def warn_fallback(fallbacks: list[str], message: str) -> None:
-    """A fallback always warns and is recorded in every record and in summary.json."""
-    warnings.warn(message, RuntimeWarning, stacklevel=2)
-    fallbacks.append(message)

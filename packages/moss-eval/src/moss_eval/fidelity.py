@@ -26,11 +26,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torchmetrics.functional.image import (
-    multiscale_structural_similarity_index_measure,
-    peak_signal_noise_ratio,
-    structural_similarity_index_measure,
-)
+
+# torchmetrics is imported where it is used: it takes seconds to import, and every ``import moss_eval`` (the run
+# records, the timers) would pay for it.
 
 MS_SSIM_BETAS: tuple[float, ...] = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 SSIM_KERNEL_SIZE = 11
@@ -107,11 +105,15 @@ def _check_min_size(x: torch.Tensor, minimum: int, metric: str) -> None:
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
     per_image = peak_signal_noise_ratio(a, b, data_range=1.0, reduction="none", dim=(1, 2, 3))
     return float(per_image.mean())
 
 
 def _ssim(a: torch.Tensor, b: torch.Tensor) -> float:
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
     _check_min_size(a, SSIM_MIN_SIZE, "ssim")
     per_image = structural_similarity_index_measure(
         a, b, data_range=1.0, kernel_size=SSIM_KERNEL_SIZE, reduction="none"
@@ -120,6 +122,8 @@ def _ssim(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _ms_ssim(a: torch.Tensor, b: torch.Tensor) -> float:
+    from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
+
     h, w = a.shape[-2:]
     if h < MS_SSIM_MIN_SIZE or w < MS_SSIM_MIN_SIZE:
         raise ValueError(

@@ -29,6 +29,11 @@ speed-up and fidelity columns and a warning.
 
 * speed-up = median over pairs of ``baseline latency / run latency`` (``latency_s["backbone"]`` by default, as in
   the paper, which excludes the VQ-VAE decoder; ``speedup_total`` uses ``latency_s["total"]``);
+* its spread = ``speedup_min`` / ``speedup_max``, the smallest and largest paired ratio — always the full range,
+  whatever the number of pairs (with a handful of images, quartiles would only be interpolation), with ``pairs``
+  the number of ratios; the table shows ``2.12× [0.53–3.71], n=2``. The median of the run's latencies
+  (``latency_s``) and the paired median can disagree on which is faster when the ratios are spread; such a row
+  gets a note;
 * PSNR / SSIM / MS-SSIM = mean over pairs of :func:`moss_eval.fidelity` of the run's PNG against its twin's PNG
   (a pair identical to its twin has PSNR ``inf``, so the mean is ``inf`` too; JSON writes it as ``"inf"``);
 * KV cache GiB, tokens processed, forward passes, peak memory, FLOPs = medians over the run's records.
@@ -80,6 +85,8 @@ COLUMNS = (
     "latency_s",
     "total_s",
     "speedup",
+    "speedup_min",
+    "speedup_max",
     "speedup_total",
     "kv_cache_gib",
     "tokens_processed",
@@ -481,8 +488,11 @@ def summarize_run(
         _warn(notes, f"{run.label}: fidelity over the first {limit} of {len(pairs)} pairs (fidelity limit)")
 
     scored = [p for p in pair_rows if p["psnr"] is not None]
+    ratios = [p["ratio"] for p in pair_rows]
     row.update(
-        speedup=_median(p["ratio"] for p in pair_rows),
+        speedup=_median(ratios),
+        speedup_min=min(ratios, default=None),
+        speedup_max=max(ratios, default=None),
         speedup_total=_median(p["ratio_total"] for p in pair_rows),
         psnr=_mean(p["psnr"] for p in scored),
         ssim=_mean(p["ssim"] for p in scored),
@@ -492,6 +502,16 @@ def summarize_run(
         fidelity_pairs=len(scored),
         missing_images=missing,
     )
+    base_latency = _median(_latency(r, latency, baseline) for r in baseline.records)
+    if ratios and (row["latency_s"] - base_latency) * (row["speedup"] - 1) > 0:
+        _warn(
+            notes,
+            f"{run.label}: its median {latency} latency ({row['latency_s']:.4g} s) is "
+            f"{'slower' if row['speedup'] > 1 else 'faster'} than {baseline.label}'s ({base_latency:.4g} s), yet "
+            f"its paired speed-up is {row['speedup']:.2f}×: the {len(ratios)} paired ratios range "
+            f"{row['speedup_min']:.2f}–{row['speedup_max']:.2f}×, so the images disagree on which is faster; "
+            "time more images before quoting either",
+        )
     return row, pair_rows
 
 
@@ -553,12 +573,22 @@ def _cell(value: Any, fmt: str) -> str:
     return fmt.format(value)
 
 
+def _speedup_cell(row: dict[str, Any]) -> str:
+    """``2.12× [0.53–3.71], n=2``: the paired median, the range of the paired ratios and their number (a
+    baseline row, the reference, is ``1.00×``)."""
+    cell = _cell(row["speedup"], "{:.2f}×")
+    if row["speedup_min"] is None:
+        return cell
+    return f"{cell} [{row['speedup_min']:.2f}–{row['speedup_max']:.2f}], n={row['pairs']}"
+
+
 def markdown_table(summary: SweepSummary) -> str:
     """The summary as a GitHub-flavoured markdown table (the main columns; CSV/JSON hold them all)."""
     headers = [h.format(latency=summary.latency) for _, h, _ in TABLE_COLUMNS]
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     for row in summary.rows:
-        lines.append("| " + " | ".join(_cell(row[k], fmt) for k, _, fmt in TABLE_COLUMNS) + " |")
+        cells = [_speedup_cell(row) if k == "speedup" else _cell(row[k], fmt) for k, _, fmt in TABLE_COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -569,7 +599,8 @@ def markdown_report(summary: SweepSummary) -> str:
         "",
         f"Baseline: runs matching `{summary.baseline_selector}`, matched on {', '.join(BASELINE_KEY)}. "
         f"Speed-up: median over images of paired `{summary.latency}` latency ratios (baseline / run), twins "
-        "matched on prompt + seed. PSNR / SSIM / MS-SSIM: mean over pairs against the baseline twin.",
+        "matched on prompt + seed, then [smallest–largest] ratio and n, the number of pairs. "
+        "PSNR / SSIM / MS-SSIM: mean over pairs against the baseline twin.",
         "",
         markdown_table(summary),
     ]

@@ -41,7 +41,12 @@ from moss_models.core import (
     method_by_name,
     register_model,
 )
-from moss_models.core.checkpoints import CheckpointMismatchError, load_state_dict
+from moss_models.core.checkpoints import (
+    CheckpointMismatchError,
+    UnreadableCheckpointError,
+    UnsafeCheckpointError,
+    load_state_dict,
+)
 from moss_models.infinity import CheckpointNotFoundError
 
 __version__ = "0.2.0"
@@ -70,6 +75,8 @@ __all__ = [
     "StepPlan",
     "StepTokens",
     "SublayerHook",
+    "UnreadableCheckpointError",
+    "UnsafeCheckpointError",
     "dry_run",
     "estimate_kv_cache",
     "load",

@@ -10,6 +10,7 @@ decode is not included (the paper's backbone); the conditioning's FLOPs are adde
 from __future__ import annotations
 
 import contextlib
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,11 @@ class DryRun(GenerationStats):
         return sum(self.flops_per_pass)
 
 
+# Dry runs by (family identity, method, settings): a 2B-size run takes seconds of Python meta kernels, and a
+# benchmark or a test suite asks for the same ones again.
+_DRY_RUNS: dict[tuple, DryRun] = {}
+
+
 def _meta(family: Any) -> ScaleFamily:
     family = getattr(family, "family", family)  # a generator or a family
     return family if family.device.type == "meta" else family.dry_run_family()
@@ -46,11 +52,31 @@ def dry_run(
     aspect_ratio: float = 1.0,
     batch_size: int = 1,
     sampling: SamplingConfig | None = None,
-    text_tokens: int = 32,
+    text_tokens: int | None = None,
 ) -> DryRun:
-    """FLOPs per pass, tokens per pass and KV bytes of one generation, from a meta-device run of the generator."""
+    """FLOPs per pass, tokens per pass and KV bytes of one generation, from a meta-device run of the generator.
+
+    ``text_tokens``: the prompt length the conditioning's FLOPs are counted for (None: the family's default).
+    """
     from moss_models.core.generator import NextScaleGenerator
 
+    method = method or Baseline()
+    sampling = sampling or SamplingConfig()
+    base = getattr(family, "family", family)
+    identity = base.accounting_key() if hasattr(base, "accounting_key") else None
+    key = None
+    if identity is not None:
+        key = (
+            identity,
+            repr(method),
+            repr(resolution),
+            float(aspect_ratio),
+            batch_size,
+            repr(sampling),
+            text_tokens,
+        )
+        if key in _DRY_RUNS:  # a pure function of these: meta tensors carry no values
+            return copy.deepcopy(_DRY_RUNS[key])
     meta = _meta(family)
     generator = NextScaleGenerator(meta)
     cond = meta.dry_run_condition(batch_size, text_tokens)
@@ -64,15 +90,18 @@ def dry_run(
         counts[i] = counter.get_total_flops()
 
     result = generator.generate(
-        cond, list(range(batch_size)), method=method or Baseline(), resolution=resolution,
-        aspect_ratio=aspect_ratio, sampling=sampling or SamplingConfig(), decode=False, instrument=count,
+        cond, list(range(batch_size)), method=method, resolution=resolution, aspect_ratio=aspect_ratio,
+        sampling=sampling, decode=False, instrument=count,
     )  # fmt: skip
     stats = result.stats
     passes = [counts[i] for i in range(stats.forward_passes)]
     passes[0] += counts.get(None, 0)
-    return DryRun(
+    run = DryRun(
         list(stats.tokens_per_pass), stats.kv_cache_bytes, {}, stats.skipped_scales, flops_per_pass=passes
     )
+    if key is not None:
+        _DRY_RUNS[key] = copy.deepcopy(run)
+    return run
 
 
 def estimate_kv_cache(

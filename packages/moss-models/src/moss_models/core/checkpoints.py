@@ -1,13 +1,17 @@
 """Loading weights from files users downloaded: safe formats only, keys checked strictly.
 
 * ``.pth``/``.pt``/``.bin`` — ``torch.load(weights_only=True, mmap=True)``: no arbitrary unpickling, and the
-  multi-GB release files are memory-mapped instead of read into RAM;
+  multi-GB release files are memory-mapped instead of read into RAM. A file that holds pickled Python objects is
+  refused with :class:`UnsafeCheckpointError` (moss never unpickles: unpickling runs arbitrary code); an empty,
+  truncated or foreign file with :class:`UnreadableCheckpointError`;
 * ``.safetensors`` — one file, or a folder of shards with a ``*.safetensors.index.json`` (the 8B release).
 """
 
 from __future__ import annotations
 
 import json
+import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -19,6 +23,58 @@ SHOWN = 8  # how many keys of each kind an error message lists
 
 class CheckpointMismatchError(ValueError):
     """The checkpoint's keys or shapes do not match the model."""
+
+
+class UnsafeCheckpointError(ValueError):
+    """The checkpoint holds pickled Python objects, which moss will not unpickle (that can run arbitrary code)."""
+
+
+class UnreadableCheckpointError(ValueError):
+    """The file is not a torch checkpoint moss can read: empty, truncated, corrupt or not from ``torch.save``."""
+
+
+def _unsafe_message(path: Path, err: pickle.UnpicklingError) -> str:
+    # torch names the refused global ("GLOBAL __main__.Foo was not an allowed global", "unsupported GLOBAL
+    # posix.system"); its advice (retry with the unsafe loader, or allow-list the class) is deliberately not passed on.
+    found = re.search(r"GLOBAL ([\w.]+)", str(err))
+    what = f" (the first one torch refused: {found.group(1)})" if found else ""
+    target = path.with_suffix(".safetensors")
+    recipe = (
+        'python -c "import torch, safetensors.torch as st; '
+        f"sd = torch.load({str(path)!r}, map_location='cpu', weights_only=False); "
+        "st.save_file({k: v.contiguous().clone() for k, v in sd.items() if isinstance(v, torch.Tensor)}, "
+        f'{str(target)!r})"'
+    )
+    return (
+        f"checkpoint {path} is not a plain tensor checkpoint: it contains pickled Python objects{what}. moss will "
+        "not unpickle it, because unpickling a file can run arbitrary code, and there is no moss setting that "
+        "changes this. Use a .safetensors release of these weights if there is one. Only if you trust where this "
+        "file came from, convert it once, outside moss, to a safetensors file that holds only its tensors:\n"
+        f"    {recipe}\n"
+        "(if the weights sit under a key, e.g. sd['model'], save that dict instead) and point moss at "
+        f"{target}."
+    )
+
+
+def _torch_load(path: Path) -> object:
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # files written without the zip container cannot be memory-mapped
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "GLOBAL" in str(err):
+            raise UnsafeCheckpointError(_unsafe_message(path, err)) from None
+        reason = "its bytes are not a pickle that torch.save wrote"
+    except EOFError:
+        reason = "it ends before its data does"
+    except RuntimeError as err:  # a corrupt zip container: torch's first sentence says what is wrong
+        reason = str(err).split(". ")[0].strip()
+    raise UnreadableCheckpointError(
+        f"checkpoint {path} ({path.stat().st_size:,} bytes) is not a torch checkpoint moss can read: {reason}. "
+        "It may be empty, truncated by an interrupted download, or not a torch.save file; download it again "
+        "or check the path."
+    ) from None
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -33,10 +89,7 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
         return load_file(str(path))
     if path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # files written without the zip container cannot be memory-mapped
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = _torch_load(path)
         if not isinstance(obj, Mapping):
             raise CheckpointMismatchError(f"{path} holds a {type(obj).__name__}, not a state dict")
         return dict(obj)

@@ -144,12 +144,17 @@ class ScaleFamily(ABC):
 
     # ---------------------------------------------------------------- accounting
 
+    def accounting_key(self) -> Any:
+        """A hashable identity of the architecture (weights aside) under which dry runs may be cached; None: do
+        not cache. Two families with the same key must count the same FLOPs and bytes."""
+        return None
+
     def dry_run_family(self) -> ScaleFamily:
         """The same family built on the meta device (no weights allocated), for exact FLOP and KV accounting."""
         raise NotImplementedError(f"{type(self).__name__} does not support meta-device dry runs")
 
-    def dry_run_condition(self, batch: int, tokens: int) -> Any:
-        """Conditioning inputs of ``batch`` images of ``tokens`` tokens each, on the meta device."""
+    def dry_run_condition(self, batch: int, tokens: int | None) -> Any:
+        """Conditioning inputs of ``batch`` images of ``tokens`` tokens each (None: a typical prompt), on meta."""
         raise NotImplementedError(f"{type(self).__name__} does not support meta-device dry runs")
 
     def scale_grid(self, schedule: Any, index: int) -> Grid:

@@ -63,6 +63,9 @@ class GenerationResult:
     steps: list[StepOutput]
     stats: GenerationStats
     method: str = ""
+    truncated: list[bool] = field(
+        default_factory=list
+    )  # per image: its prompt was cut to the encoder's limit
 
     @property
     def samples(self) -> list[torch.Tensor]:
@@ -280,7 +283,8 @@ class NextScaleGenerator:
         stats = GenerationStats(
             [o.tokens.num_tokens for o in outputs], cache.nbytes, dict(clock.seconds), plan.skipped_scales
         )
-        return GenerationResult(images, decoded, latent, outputs, stats, method.name)
+        truncated = list(getattr(cond, "truncated", None) or [])
+        return GenerationResult(images, decoded, latent, outputs, stats, method.name, truncated)
 
 
 class _LayerCapture:

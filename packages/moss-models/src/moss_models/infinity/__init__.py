@@ -5,7 +5,7 @@ from moss_models.core.registry import ModelEntry, register_model
 from moss_models.infinity import presets  # noqa: F401  (registers the paper's thresholds)
 from moss_models.infinity.accounting import count_backbone_flops, estimate_kv_cache
 from moss_models.infinity.config import CONFIGS, InfinityConfig, get_config
-from moss_models.infinity.family import InfinityFamily, meta_family
+from moss_models.infinity.family import InfinityFamily, checked_schedule, meta_family
 from moss_models.infinity.loading import (
     CHECKPOINT_ENV,
     DTYPES,
@@ -24,13 +24,22 @@ from moss_models.infinity.text import HashedTextEncoder, T5TextEncoder, TextBatc
 from moss_models.infinity.transformer import InfinityTransformer, TextContext
 from moss_models.infinity.vae import BSQVAE, BSQVAEConfig
 
+
+def _schedule_of(config: InfinityConfig):
+    def schedule(resolution, aspect_ratio=1.0, *, arch=None):
+        """The model's schedule without building it (``arch``: config fields a random-weight run changes)."""
+        return checked_schedule(config.with_(**(arch or {})) if arch else config, resolution, aspect_ratio)
+
+    return schedule
+
+
 for _name, _config in CONFIGS.items():
     register_model(
         ModelEntry(
             _name,
             "infinity",
             build,
-            get_schedule,
+            _schedule_of(_config),
             default_weights="release" if _name in RELEASE_FILES else "random",
             default_resolution=_config.max_resolution,
             description=f"Infinity {_name.removeprefix('infinity_')}",

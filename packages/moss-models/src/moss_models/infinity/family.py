@@ -35,6 +35,21 @@ def autocast_device_type(device: torch.device) -> str:
     return device.type if device.type in ("cuda", "cpu", "xpu", "mps") else "cpu"
 
 
+def checked_schedule(
+    config: InfinityConfig, resolution: int | str | None, aspect_ratio: float
+) -> InfinitySchedule:
+    """The schedule of a resolution and ratio, refused above what the config supports (None: its largest)."""
+    if resolution is None:
+        resolution = config.max_resolution
+    sched = get_schedule(resolution, aspect_ratio)
+    if BUDGET_TO_RESOLUTION[sched.budget] > config.max_resolution:
+        raise ValueError(
+            f"resolution {resolution!r} is above what {config.name} supports; use at most "
+            f"{config.max_resolution} (pixel budget of a {config.max_resolution}² image)"
+        )
+    return sched
+
+
 class InfinityFamily(ScaleFamily):
     """An Infinity transformer, its BSQ VAE and (optionally) its text encoder."""
 
@@ -66,15 +81,7 @@ class InfinityFamily(ScaleFamily):
     # ------------------------------------------------------------------------------------------ schedule
 
     def schedule(self, resolution: int | str = 1024, aspect_ratio: float = 1.0) -> InfinitySchedule:
-        if resolution is None:
-            resolution = self.config.max_resolution
-        sched = get_schedule(resolution, aspect_ratio)
-        if BUDGET_TO_RESOLUTION[sched.budget] > self.config.max_resolution:
-            raise ValueError(
-                f"resolution {resolution!r} is above what {self.config.name} supports; use at most "
-                f"{self.config.max_resolution} (pixel budget of a {self.config.max_resolution}² image)"
-            )
-        return sched
+        return checked_schedule(self.config, resolution, aspect_ratio)
 
     def rope_tables(self, sched: InfinitySchedule) -> RopeTables:
         key = (sched.grids, sched.rope_grid, str(self.device))
@@ -106,7 +113,9 @@ class InfinityFamily(ScaleFamily):
             prompts = list(conditions)
             if per_image and len(prompts) > 1:
                 parts = [self.text_encoder.encode([p]) for p in prompts]
-                text = TextBatch.from_features([part.kv_compact for part in parts])
+                text = TextBatch.from_features(
+                    [part.kv_compact for part in parts], [t for part in parts for t in part.truncated]
+                )
             else:
                 text = self.text_encoder.encode(prompts)
         if text.kv_compact.shape[1] != self.config.text_channels:
@@ -304,10 +313,15 @@ class InfinityFamily(ScaleFamily):
 
     # ------------------------------------------------------------------------------------------ accounting
 
+    def accounting_key(self):
+        return ("infinity", repr(self.config))  # the config fixes every shape; the weights count no FLOPs
+
     def dry_run_family(self) -> InfinityFamily:
         return meta_family(self.config)
 
-    def dry_run_condition(self, batch: int, tokens: int) -> TextBatch:
+    def dry_run_condition(self, batch: int, tokens: int | None) -> TextBatch:
+        if tokens is None:  # 32 tokens, a typical prompt (or the encoder's limit, if it is shorter)
+            tokens = min(32, self.config.text_maxlen)
         feats = [torch.empty(tokens, self.config.text_channels, device="meta") for _ in range(batch)]
         lens = [tokens] * batch
         cu = F.pad(torch.tensor(lens, dtype=torch.int32).cumsum(0, dtype=torch.int32), (1, 0))

@@ -8,7 +8,8 @@ by ``T5EncoderModel``, and the valid rows of every prompt (EOS included) are con
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -26,9 +27,12 @@ class TextBatch:
     kv_compact: torch.Tensor  # (N, C_t5) float32: every prompt's valid token features, concatenated
     lens: list[int]
     cu_seqlens: torch.Tensor  # (B + 1,) int32
+    truncated: list[bool] = field(
+        default_factory=list
+    )  # per prompt: cut to the encoder's limit (empty: unknown)
 
     @classmethod
-    def from_features(cls, features: list[torch.Tensor]) -> TextBatch:
+    def from_features(cls, features: list[torch.Tensor], truncated: list[bool] | None = None) -> TextBatch:
         """Pack per-prompt ``(len_i, C_t5)`` features."""
         if not features:
             raise ValueError("at least one prompt is needed")
@@ -36,7 +40,9 @@ class TextBatch:
         if min(lens) < 1:
             raise ValueError(f"every prompt needs at least one token, got lengths {lens}")
         cu = F.pad(torch.tensor(lens, dtype=torch.int32).cumsum(0, dtype=torch.int32), (1, 0))
-        return cls(torch.cat(features).float(), lens, cu.to(index_device(features[0].device)))
+        return cls(
+            torch.cat(features).float(), lens, cu.to(index_device(features[0].device)), list(truncated or [])
+        )
 
     @property
     def batch_size(self) -> int:
@@ -57,7 +63,25 @@ class TextBatch:
             self.kv_compact.to(device),
             list(self.lens),
             self.cu_seqlens.to(index_device(torch.device(device))),
+            list(self.truncated),
         )
+
+
+class PromptTruncatedWarning(UserWarning):
+    """A prompt had more tokens than the text encoder takes; its end was cut off."""
+
+
+def warn_truncated(prompts: list[str], lengths: list[int], limit: int) -> list[bool]:
+    """Which prompts exceed ``limit`` tokens (they are cut to it); warns once per call that cuts any."""
+    cut = [n > limit for n in lengths]
+    if any(cut):  # one text per limit, so Python's warning filter shows it once, not once per batch
+        warnings.warn(
+            f"prompts longer than the text encoder's {limit} tokens are cut to {limit} tokens (the end of the "
+            "prompt is lost); moss records which ones (prompt_truncated in each image's record)",
+            PromptTruncatedWarning,
+            stacklevel=3,
+        )
+    return cut
 
 
 class T5TextEncoder:
@@ -102,10 +126,12 @@ class T5TextEncoder:
         tokens = self.tokenizer(
             prompts, max_length=self.max_length, padding="max_length", truncation=True, return_tensors="pt"
         )
+        full = [len(t) for t in self.tokenizer(prompts, truncation=False)["input_ids"]]
+        truncated = warn_truncated(prompts, full, self.max_length)
         ids, mask = tokens.input_ids.to(self.device), tokens.attention_mask.to(self.device)
         feats = self.model(input_ids=ids, attention_mask=mask)["last_hidden_state"].float()
         lens = mask.sum(-1).tolist()
-        return TextBatch.from_features([feats[i, :n] for i, n in enumerate(lens)])
+        return TextBatch.from_features([feats[i, :n] for i, n in enumerate(lens)], truncated)
 
 
 class HashedTextEncoder:
@@ -132,7 +158,9 @@ class HashedTextEncoder:
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError(f"prompts must be a non-empty list of strings, got {prompts!r:.200}")
         feats = []
-        for p in prompts:
-            tokens = [*p.lower().split()[: self.max_length - 1], "</s>"]
+        words = [p.lower().split() for p in prompts]
+        truncated = warn_truncated(prompts, [len(w) + 1 for w in words], self.max_length)  # + the end token
+        for w in words:
+            tokens = [*w[: self.max_length - 1], "</s>"]
             feats.append(torch.stack([self._vector(t) for t in tokens]).to(self.device))
-        return TextBatch.from_features(feats)
+        return TextBatch.from_features(feats, truncated)

@@ -177,6 +177,15 @@ class FFN(nn.Module):
         return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
 
 
+def fp32_layer_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    """LayerNorm in fp32 with the weights upcast: what CUDA autocast runs for the bf16 blocks (CPU autocast does
+    not upcast layer_norm and would mix a bf16 weight with the fp32 residual stream)."""
+    w = None if norm.weight is None else norm.weight.float()
+    b = None if norm.bias is None else norm.bias.float()
+    with autocast_off(x):
+        return F.layer_norm(x.float(), norm.normalized_shape, w, b, norm.eps)
+
+
 def ada_layer_norm(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, eps: float) -> torch.Tensor:
     """LayerNorm without affine, then ``· (1 + scale) + shift``; fp32 (the release's fused AdaLN)."""
     x = F.layer_norm(x.float(), (x.shape[-1],), eps=eps)
@@ -206,7 +215,7 @@ class InfinityBlock(nn.Module):
             )
 
         def ca(x_in: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
-            return self.ca(self.ca_norm(x_in), text.ca_kv, text.cu_seqlens).float()
+            return self.ca(fp32_layer_norm(self.ca_norm, x_in), text.ca_kv, text.cu_seqlens).float()
 
         def ffn(x_in: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
             return self.ffn(ada_layer_norm(x_in, scale2, shift2, self.eps)).mul(gamma2)
