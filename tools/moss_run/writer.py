@@ -2,8 +2,7 @@
 
 The run-directory layout, the record format and the atomic writes belong to moss-eval
 (:mod:`moss_eval.records`: :class:`~moss_eval.records.RunDirectory`, :class:`~moss_eval.records.ImageRecord`);
-this module is the Lightning callback that uses them, plus the W&B table of a finished run. The module-level
-helpers below are kept for the callers that import them from here.
+this module is the Lightning callback that uses them, plus the W&B table of a finished run.
 """
 
 from __future__ import annotations
@@ -13,45 +12,7 @@ from typing import Any
 
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from moss_eval.records import (
-    ImageRecord,
-    RunDirectory,
-    atomic_write_bytes,
-    atomic_write_text,
-    png_bytes,
-    summarize_records,
-)
-
-__all__ = [
-    "ImageRecordWriter",
-    "atomic_write_bytes",
-    "atomic_write_text",
-    "completed_ids",
-    "finalize_run",
-    "read_records",
-    "save_png",
-    "summarize_records",
-]
-
-
-def save_png(path: str | Path, image) -> None:
-    """Save a uint8 ``(H, W, 3)`` array as a PNG at ``path``, atomically."""
-    atomic_write_bytes(Path(path), png_bytes(image))
-
-
-def completed_ids(run_dir: str | Path) -> set[str]:
-    """Ids whose image and record are both on disk."""
-    return RunDirectory(run_dir).completed_ids()
-
-
-def read_records(run_dir: str | Path) -> list[dict]:
-    """Every ``records/*.json`` as a dict, sorted by ``(index, id)``."""
-    return [r.to_dict() for r in RunDirectory(run_dir).read_records()]
-
-
-def finalize_run(run_dir: str | Path, run_info: dict) -> dict:
-    """Rebuild records.jsonl and summary.json from the per-image records (idempotent)."""
-    return RunDirectory(run_dir).finalize(run_info)
+from moss_eval.records import ImageRecord, RunDirectory
 
 
 def _as_record(record: ImageRecord | dict[str, Any]) -> ImageRecord:

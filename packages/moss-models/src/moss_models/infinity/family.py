@@ -129,8 +129,6 @@ class InfinityFamily(ScaleFamily):
             )
         return text.to(self.device)
 
-    text_batch = condition
-
     def uses_guidance(self, sampling: SamplingConfig, schedule: InfinitySchedule) -> bool:
         return any(v != 1 for v in sampling.per_scale("cfg", len(schedule.grids)))
 
