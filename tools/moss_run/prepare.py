@@ -101,17 +101,7 @@ def check_settings(cfg: DictConfig) -> None:
             f"model.arch={arch} changes the architecture, so the release weights cannot load; use model.weights=random"
         )
 
-    res, ratio = _get(cfg, "generation.resolution"), _get(cfg, "generation.aspect_ratio")
-    if not _is_number(ratio) or ratio <= 0:
-        raise UserError(
-            f"generation.aspect_ratio={ratio!r} is not allowed: it must be a positive number (height / width, "
-            "snapped to the nearest official template)"
-        )
-    try:
-        schedule = entry.schedule(res, ratio, arch=arch)
-    except (ValueError, TypeError) as err:
-        raise UserError(f"generation.resolution={res!r} is not allowed: {err}") from None
-    n_scales = len(schedule.grids)
+    n_scales = len(run_schedule(cfg, entry).grids)
     _per_scale(
         "generation.cfg", _get(cfg, "generation.cfg"), n_scales, lambda v: v >= 0, "a number >= 0 (1 = off)"
     )
@@ -133,6 +123,21 @@ def check_settings(cfg: DictConfig) -> None:
 
     if "thresholds" in cfg.moss:
         _check_thresholds(cfg, n_scales)
+
+
+def run_schedule(cfg: DictConfig, entry=None):
+    """The run's scale schedule from ``generation.resolution``/``aspect_ratio``, without building the model."""
+    entry = entry or model_entry(_get(cfg, "model.name"))
+    res, ratio = _get(cfg, "generation.resolution"), _get(cfg, "generation.aspect_ratio")
+    if not _is_number(ratio) or ratio <= 0:
+        raise UserError(
+            f"generation.aspect_ratio={ratio!r} is not allowed: it must be a positive number (height / width, "
+            "snapped to the nearest official template)"
+        )
+    try:
+        return entry.schedule(res, ratio, arch=_get(cfg, "model.arch") or {})
+    except (ValueError, TypeError) as err:
+        raise UserError(f"generation.resolution={res!r} is not allowed: {err}") from None
 
 
 def _check_thresholds(cfg: DictConfig, n_scales: int) -> None:
@@ -188,14 +193,7 @@ def build_method(cfg: DictConfig) -> Method:
     schedule before any model is built."""
     method = build_object(cfg.moss, f"moss={cfg.moss.name}")
     try:
-        arch = _plain(cfg.model.get("arch")) or {}
-        schedule = model_entry(cfg.model.name).schedule(
-            cfg.generation.resolution, cfg.generation.aspect_ratio, arch=arch
-        )
-    except ValueError as err:
-        raise UserError(f"generation.resolution={cfg.generation.resolution}: {err}") from None
-    try:
-        method.plan(schedule.grids)
+        method.plan(run_schedule(cfg).grids)
     except ValueError as err:
         raise UserError(f"moss={cfg.moss.name}: {err}") from None
     return method
