@@ -35,3 +35,22 @@ def two_threads():
     torch.set_num_threads(2)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_generator_1024():
+    """The fixture's weights with the config allowing 1024² (the peers' fixtures run the official 1M schedule)."""
+    from moss_models.infinity import get_config
+
+    config = get_config("infinity_tiny", max_resolution=1024)
+    transformer = load_transformer(config, FIXTURE / "infinity_tiny.safetensors")
+    vae = load_vae(config, FIXTURE / "vae_tiny.pth")
+    return generator(transformer, vae)
+
+
+@pytest.fixture(scope="session")
+def fixture_prompt0(fixture_io):
+    """Prompt 0 alone: the peers' official Infinity code runs at batch 1 only."""
+    inputs, _ = fixture_io
+    n = int(inputs["lens"][0])
+    return TextBatch(inputs["kv_compact"][:n], [n], inputs["cu_seqlens_k"][:2])

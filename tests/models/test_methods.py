@@ -201,8 +201,13 @@ def test_explicit_dispatch_for_other_scales_or_batch_is_refused(tiny_generator, 
         Moss.preset("k5"),
         Moss.preset("k3", attention=AttentionSpec(mode="sa")),
         ScaleSkip(2),
+        method_by_name("fastvar"),
+        method_by_name("fastervar"),
+        method_by_name("k3+cfgoff"),
+        method_by_name("k2+fastvar"),
+        method_by_name("cfgoff", keep="cond"),
     ],
-    ids=lambda m: f"{m.name}-{m.attention.mode}",
+    ids=lambda m: f"{m.name}-{m.attention.mode}-{getattr(m, 'keep', '')}",
 )
 def test_dry_run_flops_equal_a_real_generation(tiny_generator, method):
     text = TextBatch.from_features([torch.randn(7, 256), torch.randn(7, 256)])

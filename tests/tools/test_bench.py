@@ -154,7 +154,10 @@ def test_flagged_rows_are_marked_in_the_table(tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
-        (["bench.moss=[off,k9]"], r"bench.moss entry 'k9' is not a moss config; choose from \['k2'"),
+        (
+            ["bench.moss=[off,k9]"],
+            r"bench.moss entry 'k9' is not a moss config; choose from \['cfgoff', 'fastervar'",
+        ),
         (["bench.mode=fast"], r"bench.mode='fast'; choose measure or accounting"),
         (["bench.moss=[]"], r"bench.moss is empty"),
         (["bench.threads=0"], r"bench.threads=0: give the number of torch threads \(an integer >= 1"),

@@ -5,7 +5,15 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from moss_models import AttentionSpec, Baseline, Moss, NextScaleGenerator, ScaleSkip, ScorerSpec
+from moss_models import (
+    AttentionSpec,
+    Baseline,
+    Moss,
+    NextScaleGenerator,
+    ScaleSkip,
+    ScorerSpec,
+    method_by_name,
+)
 from moss_run.config import GenerationConfig
 from moss_run.data import PromptDataset
 from moss_run.errors import UserError
@@ -49,6 +57,14 @@ def test_moss_configs_build_methods_with_the_family_presets(moss, tmp_path):
         assert isinstance(m, Baseline)
     elif moss.startswith("skip"):
         assert isinstance(m, ScaleSkip) and m.num_skipped == int(moss[4:])
+    elif moss in ("fastvar", "fastervar", "cfgoff") or "+" in moss:
+        # the peers' configs build the same methods as their names do in the notebook API
+        ref = method_by_name(moss, "infinity", attention=m.attention)
+        if "+" in moss:
+            assert (type(m.base), m.base.name, m.parts) == (type(ref.base), ref.base.name, ref.parts)
+            assert m.base.thresholds == PAPER[m.base.name]
+        else:
+            assert m == ref
     else:
         assert isinstance(m, Moss) and m.thresholds == PAPER[moss]
         assert m.scorer == ScorerSpec("variance", {"window": 3})  # the dispatch group, nested

@@ -39,6 +39,7 @@ FENCE = re.compile(r"^( *)```bash\n(.*?)^\1```", re.S | re.M)
 SWEEP = (
     "uv run python tools/run.py -m moss=off,k2,k5,skip2 'data.prompts=[a red fox,a bowl of ramen,a blue car]'"
 )
+PEERS = "uv run python tools/run.py -m moss=off,k5,fastvar,fastervar"
 SUMMARIZE = "uv run python tools/summarize.py outputs/multiruns/<time>"
 RELEASE = "uv run python tools/run.py model=infinity moss=k5 attn=cssa_triton trainer=gpu"
 # Commands the test does not run, and why; every other command of the README runs exactly as written.
@@ -82,7 +83,7 @@ def _uv_run(command: str, timeout: int = 300, env: dict | None = None):
 
 def test_every_readme_command_is_run_or_says_why_not():
     commands = _commands((ROOT / "README.md").read_text(encoding="utf-8"))
-    ran = {"uv run python tools/run.py", SWEEP, SUMMARIZE, RELEASE}
+    ran = {"uv run python tools/run.py", SWEEP, PEERS, SUMMARIZE, RELEASE}
     for c in commands:
         assert c in ran or c in NOT_RUN or c.startswith(SLURM_PREFIX), f"README command not covered: {c}"
     assert ran <= set(commands), "a command this test runs is no longer in the README"
@@ -137,6 +138,14 @@ def test_readme_commands_run_as_written(tmp_path):
         assert summary.returncode == 0, summary.stderr[-3000:]
         for name in ("off", "k2", "k5", "skip2"):
             assert f"| tiny-{name}-cssa | {name} | cssa | 3 |" in summary.stdout, summary.stdout
+        # the peers side by side with MoSs: the same table, speed and fidelity to moss=off
+        peers = _uv_run(PEERS)
+        assert peers.returncode == 0, peers.stderr[-3000:]
+        (made_peers,) = sorted(p for p in (out / "multiruns").glob("*") if p not in before and p != made[0])
+        table = _uv_run(SUMMARIZE.replace("outputs/multiruns/<time>", str(made_peers.relative_to(ROOT))))
+        assert table.returncode == 0, table.stderr[-3000:]
+        for name in ("off", "k5", "fastvar", "fastervar"):
+            assert f"| tiny-{name}-cssa | {name} | cssa | 3 |" in table.stdout, table.stdout
         # The release model needs its checkpoints and a GPU: here it must stop at once with one paragraph.
         release = _uv_run(RELEASE)
         assert release.returncode == 2 and "Traceback" not in release.stderr, release.stderr[-3000:]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU benchmark, as one prepared script for the device machine (under 8 minutes on an H200):
-# Infinity-2B architecture with seeded random weights at 1024², batch 1, CFG 3, bf16 blocks; baseline and k2…k5,
-# interleaved in one process; attn=cssa and attn=cssa_triton. Latency does not depend on weight values.
+# Infinity-2B architecture with seeded random weights at 1024², batch 1, CFG 3, bf16 blocks, interleaved in one
+# process: with attn=cssa the baseline, k2…k5, skip1/skip2, the peers (fastvar, fastervar) and two combinations
+# (k3+cfgoff, k2+fastvar); with attn=cssa_triton the baseline and k2…k5. Latency does not depend on weight values.
 #
 #   here:   bash tools/device/fetch_wheels.sh
 #   device: bash tools/device/bench_gpu.sh        (carry .whl)
@@ -22,11 +23,13 @@ print(f"torch {torch.__version__}, triton {triton.__version__}, hydra {hydra.__v
 PY
 status=0
 started=$(mktemp)   # files newer than this are the ones this run wrote
-for attn in cssa cssa_triton; do
-  timeout 210 python3 tools/bench.py model=infinity_2b model.weights=random 'bench.moss=[off,k2,k3,k4,k5,skip1,skip2]' \
-      attn="$attn" generation.batch_size=1 bench.warmup=2 bench.repeats=7 bench.peak_flops=790e12 \
-      bench.out_dir=benchmarks/results hydra.run.dir="/tmp/moss-bench-$attn" || status=$?
-done
+run_bench() {  # attn, timeout, method list
+  timeout "$2" python3 tools/bench.py model=infinity_2b model.weights=random "bench.moss=$3" \
+      attn="$1" generation.batch_size=1 bench.warmup=2 bench.repeats=7 bench.peak_flops=790e12 \
+      bench.out_dir=benchmarks/results hydra.run.dir="/tmp/moss-bench-$1" || status=$?
+}
+run_bench cssa 270 '[off,k2,k3,k4,k5,skip1,skip2,fastvar,fastervar,k3+cfgoff,k2+fastvar]'
+run_bench cssa_triton 180 '[off,k2,k3,k4,k5]'
 if [ -n "${OUT:-}" ]; then
   find benchmarks/results -maxdepth 1 -newer "$started" \( -name '*.json' -o -name '*.md' \) -exec cp {} "$OUT"/ \;
 fi

@@ -37,7 +37,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from moss_eval import StageTimer, atomic_write_text, peak_memory
-from moss_models import Method, Moss, ScaleSkip, dry_run
+from moss_models import Method, Moss, dry_run
 from moss_run.errors import UserError
 from moss_run.models import build
 from moss_run.prepare import build_object
@@ -69,12 +69,14 @@ def method_by_name(name: str, cfg: DictConfig) -> Method:
     return build_object(scope.moss, f"bench.moss entry {name!r}")
 
 
-def scales_label(n_scales: int, method: Method) -> str:
-    if isinstance(method, Moss):
-        return f"{n_scales - method.k}+{method.k}"
-    if isinstance(method, ScaleSkip) and method.num_skipped:
-        return f"{n_scales - method.num_skipped} (skip {method.num_skipped})"
-    return str(n_scales)
+def scales_label(grids, method: Method) -> str:
+    """``8+5`` (drafter + packed scales), ``11 (skip 2)``, or the scale count; from the method's own plan."""
+    plan = method.plan(grids)
+    packed = sum(len(s.scales) for s in plan.steps if s.kind == "packed")
+    full = sum(1 for s in plan.steps if s.kind == "full")
+    label = f"{full}+{packed}" if packed else str(full)
+    skipped = len(plan.skipped_scales)
+    return f"{label} (skip {skipped})" if skipped else label
 
 
 def device_slug(device: torch.device) -> str:
@@ -175,7 +177,7 @@ def accounting_rows(cfg: DictConfig) -> list[dict]:
             {
                 "moss": name,
                 "thresholds": _thresholds(method),
-                "scales": scales_label(len(grids), method),
+                "scales": scales_label(grids, method),
                 "tokens_processed": run.tokens_processed,
                 "forward_passes": run.forward_passes,
                 "kv_cache_bytes": run.kv_cache_bytes,
@@ -247,7 +249,7 @@ def measure_rows(cfg: DictConfig, device: torch.device) -> list[dict]:
             {
                 "moss": name,
                 "thresholds": _thresholds(configs[name]),
-                "scales": scales_label(len(grids), configs[name]),
+                "scales": scales_label(grids, configs[name]),
                 "backbone_s": _spread(backbone),
                 "stage_s": {s: statistics.median(x["seconds"].get(s, 0.0) for x in runs) for s in stages},
                 "speedup": _spread(

@@ -9,6 +9,8 @@ Pure torch on ``(B, C, H, W)`` latents and lists of ``(h, w)`` grids; it knows n
   threshold presets belong to the model families (moss-models), not here;
 * :func:`composite` — scatter, upsample and add the refine scales' residuals onto the draft;
 * :func:`search_thresholds` — the paper's offline top-down threshold search;
+* token pruning inside a scale for the peers — :func:`mean_deviation_score` / :func:`keep_top` (FastVAR) and
+  :func:`norm_sampling_probs` / :func:`sample_rows` (FasterVAR's representative tokens);
 * accounting — tokens processed, forward passes and KV-cache tokens/bytes for baseline runs and plans.
 """
 
@@ -21,6 +23,7 @@ from moss_dispatch.plan import (
     band_start_rank,
     band_token_count,
 )
+from moss_dispatch.pruning import keep_top, mean_deviation_score, norm_sampling_probs, num_kept, sample_rows
 from moss_dispatch.scorers import (
     SCORERS,
     fft_score,
@@ -34,7 +37,7 @@ from moss_dispatch.scorers import (
 )
 from moss_dispatch.search import SearchStep, ThresholdSearchResult, search_thresholds
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "INTERPOLATION_MODES",
@@ -53,10 +56,15 @@ __all__ = [
     "frequency_score",
     "get_scorer",
     "gradient_score",
+    "keep_top",
     "kv_cache_bytes",
     "laplacian_score",
+    "mean_deviation_score",
+    "norm_sampling_probs",
+    "num_kept",
     "random_score",
     "register_scorer",
+    "sample_rows",
     "scale_tokens",
     "scatter_to_grid",
     "search_thresholds",

@@ -1,7 +1,8 @@
 """moss-models: next-scale-prediction model families and the acceleration methods that run on them.
 
 The only package that knows a model. :mod:`moss_models.core` holds the one generator loop, the family protocol,
-the method interface with the built-in methods (baseline, MoSs, scale skipping), exact meta-device accounting and
+the method interface with the built-in methods (baseline, MoSs, scale skipping, and the peers FastVAR, FasterVAR
+and guidance off, which compose with MoSs), exact meta-device accounting and
 the model registry; each family lives in its own folder (:mod:`moss_models.infinity` first: official state_dict
 keys, strict loading, bit-identical with the official CPU outputs).
 
@@ -18,11 +19,16 @@ from moss_models.core import (
     SEEDING_MODES,
     AttentionSpec,
     Baseline,
+    Compose,
     DryRun,
+    FasterVAR,
+    FastVAR,
     GenerationResult,
     GenerationStats,
+    GuidanceOff,
     KVCache,
     Method,
+    Modifier,
     Moss,
     NextScaleGenerator,
     PassSpec,
@@ -49,7 +55,7 @@ from moss_models.core.checkpoints import (
 )
 from moss_models.infinity import CheckpointNotFoundError
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "MODELS",
@@ -58,11 +64,16 @@ __all__ = [
     "Baseline",
     "CheckpointMismatchError",
     "CheckpointNotFoundError",
+    "Compose",
     "DryRun",
+    "FastVAR",
+    "FasterVAR",
     "GenerationResult",
     "GenerationStats",
+    "GuidanceOff",
     "KVCache",
     "Method",
+    "Modifier",
     "Moss",
     "NextScaleGenerator",
     "PassSpec",

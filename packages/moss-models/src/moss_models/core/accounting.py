@@ -3,7 +3,8 @@
 FLOPs and KV-cache bytes are not estimated from a second copy of the loop: :func:`dry_run` builds the family on
 the meta device (real modules, no memory), runs :class:`~moss_models.core.generator.NextScaleGenerator` with the
 same method, and counts every pass with ``torch.utils.flop_counter.FlopCounterMode``. Token counts of every
-method here do not depend on the image, so the count is exact for any prompt of ``text_tokens`` tokens. The VAE
+method here (MoSs, FastVAR's kept tokens, FasterVAR's ranks) do not depend on the image, so the count is exact
+for any prompt of ``text_tokens`` tokens. The VAE
 decode is not included (the paper's backbone); the conditioning's FLOPs are added to the first pass.
 """
 
@@ -117,4 +118,5 @@ def estimate_kv_cache(
     meta = _meta(family)
     schedule = meta.schedule(resolution, aspect_ratio)
     plan = (method or Baseline()).plan(schedule.grids)
-    return meta.kv_cache(batch_size * (2 if guidance else 1), plan.cache_tokens)
+    rows = batch_size * (2 if guidance or plan.needs_unconditional else 1)
+    return meta.kv_cache(rows, plan.cache_capacity(meta.num_layers if plan.uncached else None))

@@ -51,6 +51,12 @@ class ScaleFamily(ABC):
         """Blocks per pass (what ``keep=("hidden",)`` indexes)."""
         raise NotImplementedError(f"{type(self).__name__} does not say how many blocks it has")
 
+    @property
+    def layer_groups(self) -> tuple[range, ...] | None:
+        """The groups of blocks a pass runs through :meth:`PassSpec.block_group` (Infinity: its block chunks);
+        None if the family has no groups (then block-group hooks are refused)."""
+        return None
+
     @abstractmethod
     def schedule(self, resolution: Any, aspect_ratio: float) -> Any:
         """The scale schedule; it has ``.grids``, a tuple of ``(h, w)`` token grids, coarse to fine."""
@@ -76,10 +82,16 @@ class ScaleFamily(ABC):
     def encode_condition(self, cond: Any, *, guidance: bool, per_image: bool) -> Any:
         """The context every pass reads; ``batch_size`` rows (see the class docstring)."""
 
+    def context_rows(self, ctx: Any, rows: str, batch: int) -> Any:
+        """The part of a context with only the conditional (``cond``) or unconditional (``uncond``) row of each
+        image, for a pass that carries only those rows (guidance off)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot run a pass on some CFG rows only")
+
     # ---------------------------------------------------------------- cache and latent
 
     @abstractmethod
-    def kv_cache(self, rows: int, capacity: int) -> KVCache: ...
+    def kv_cache(self, rows: int, capacity: int | Sequence[int]) -> KVCache:
+        """The cache of a generation; ``capacity``: tokens per layer (one number for all, or one per layer)."""
 
     @abstractmethod
     def initial_latent(self, batch: int, schedule: Any) -> torch.Tensor:

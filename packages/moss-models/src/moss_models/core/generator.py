@@ -12,13 +12,13 @@ from __future__ import annotations
 import collections
 import contextlib
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
 from moss_models.core.family import ScaleFamily
-from moss_models.core.methods import Baseline, Method, method_by_name
+from moss_models.core.methods import Baseline, Method, RunInfo, method_by_name
 from moss_models.core.pass_spec import PassSpec
 from moss_models.core.sampling import SamplingConfig, make_generators
 from moss_models.core.steps import Step, StepTokens
@@ -199,13 +199,28 @@ class NextScaleGenerator:
         if len(seeds) != batch:
             raise ValueError(f"seeds has {len(seeds)} entries for {batch} prompts; give one seed per image")
         schedule = family.schedule(resolution, aspect_ratio)
-        guidance = family.uses_guidance(sampling, schedule)
         plan = method.plan(schedule.grids)
+        plan.check_rows()
+        # A pass on the unconditional rows (FasterVAR's guidance weight 0) needs them even when nothing is guided.
+        guidance = family.uses_guidance(sampling, schedule) or plan.needs_unconditional
         attention = method.attention.for_dry_run() if dry else method.attention
         rows = 2 * batch if guidance else batch
-        cache = family.kv_cache(rows, plan.cache_tokens)
+        cache = family.kv_cache(rows, plan.cache_capacity(family.num_layers if plan.uncached else None))
         positions = family.positions(schedule)
         generators = None if dry else make_generators(list(seeds), sampling.seeding, device)
+        hooks = method.pass_hooks(
+            RunInfo(
+                plan, tuple(tuple(g) for g in schedule.grids), tuple(seeds), batch, guidance, family.name, device,
+                num_layers=_num_layers(family), layer_groups=family.layer_groups,
+            )
+        )  # fmt: skip
+        # Per step: the CFG rows it carries, that part of the cache, and its sampling (a pass without the other
+        # half of the CFG batch samples its own rows unguided).
+        row_views = {
+            i: _row_view(step, cache, sampling, schedule, batch, guidance)
+            for i, step in enumerate(plan.steps)
+            if step.rows != "all"
+        }
         capture = None
         if "hidden" in keep:
             depth = family.num_layers
@@ -218,6 +233,7 @@ class NextScaleGenerator:
         latent = family.initial_latent(batch, schedule)
         outputs: list[StepOutput] = []
         ctx = None
+        row_ctx: dict[str, Any] = {}
 
         def condition_stage() -> None:
             nonlocal ctx
@@ -226,18 +242,24 @@ class NextScaleGenerator:
 
         def run_pass(i: int, step: Step, tokens: StepTokens) -> None:
             nonlocal latent
+            step_ctx, step_cache, step_sampling, step_rows = ctx, cache, sampling, rows
+            if i in row_views:
+                step_cache, step_sampling = row_views[i]
+                if step.rows not in row_ctx:  # once per generation (it may read text offsets on the host)
+                    row_ctx[step.rows] = family.context_rows(ctx, step.rows, batch)
+                step_ctx, step_rows = row_ctx[step.rows], batch
             with instrument(i):
-                x = family.embed(latent, ctx, tokens, schedule)
-                r, c = tokens.positions(rows, device)
+                x = family.embed(latent, step_ctx, tokens, schedule)
+                r, c = tokens.positions(step_rows, device)
                 spec = PassSpec(
-                    tokens.scale_ids(device), r, c, rope=positions, scales=tokens.scales, cache=cache,
-                    append=step.append, attention=attention, hook=method.hook,
-                    layer_outputs=capture.reset() if capture else None,
+                    tokens.scale_ids(device), r, c, rope=positions, scales=tokens.scales, cache=step_cache,
+                    append=step.append, attention=attention, hook=hooks.sublayer, group_hook=hooks.block_group,
+                    cfg_rows=step.rows, batch=batch, layer_outputs=capture.reset() if capture else None,
                 )  # fmt: skip
-                hidden = family.forward(x, ctx, spec)
-                raw = family.logits(hidden, ctx, tokens, sampling, schedule)
-            samples = family.sample(raw, tokens, sampling, schedule, generators, batch)
-            samples = family.finish(samples, hidden, ctx, tokens, schedule)
+                hidden = family.forward(x, step_ctx, spec)
+                raw = family.logits(hidden, step_ctx, tokens, step_sampling, schedule)
+            samples = family.sample(raw, tokens, step_sampling, schedule, generators, batch)
+            samples = family.finish(samples, hidden, step_ctx, tokens, schedule)
             latent = family.accumulate(latent, samples, tokens, schedule)
             outputs.append(
                 StepOutput(
@@ -285,6 +307,25 @@ class NextScaleGenerator:
         )
         truncated = list(getattr(cond, "truncated", None) or [])
         return GenerationResult(images, decoded, latent, outputs, stats, method.name, truncated)
+
+
+def _num_layers(family: ScaleFamily) -> int | None:
+    try:
+        return family.num_layers
+    except NotImplementedError:
+        return None
+
+
+def _row_view(step: Step, cache, sampling: SamplingConfig, schedule, batch: int, guidance: bool):
+    """The cache rows and the sampling of a step that carries only the conditional or unconditional rows."""
+    if step.rows == "uncond":
+        view = cache.with_rows(slice(batch, 2 * batch))
+    else:
+        view = cache.with_rows(slice(0, batch)) if guidance else cache
+    n = len(schedule.grids)
+    cfgs = sampling.per_scale("cfg", n)
+    unguided = tuple(1.0 if s in step.scales else v for s, v in enumerate(cfgs))
+    return view, replace(sampling, cfg=unguided)
 
 
 class _LayerCapture:

@@ -4,9 +4,16 @@ Each layer holds one ``(B, H, capacity, D)`` buffer for keys and one for values,
 that will ever be cached, so appending a scale writes in place instead of re-concatenating the whole cache
 (the official loop re-allocates it every scale). Its size is the KV memory a run really holds, which is what
 the accounting reports.
+
+Layers may cache different numbers of tokens (FastVAR appends only the tokens a pruned layer kept), so every
+layer has its own capacity and its own length. :meth:`KVCache.with_rows` is a view of some CFG rows that shares
+the buffers and lengths (a pass that runs on the unconditional rows only reads and writes those).
 """
 
 from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
 
 import torch
 
@@ -18,34 +25,65 @@ class KVCache:
         batch_size: int,
         num_heads: int,
         head_dim: int,
-        capacity: int,
+        capacity: int | Sequence[int],
         dtype: torch.dtype,
         device: torch.device | str,
     ):
-        shape = (batch_size, num_heads, capacity, head_dim)
-        self.keys = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
-        self.values = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
-        self.capacity = capacity
-        self.length = 0  # tokens committed by finished passes
-        self._pending = 0  # tokens written by the pass in progress
+        caps = [int(capacity)] * num_layers if isinstance(capacity, int) else [int(c) for c in capacity]
+        if len(caps) != num_layers:
+            raise ValueError(f"capacity has {len(caps)} entries for {num_layers} layers")
+        self.keys = [
+            torch.empty(batch_size, num_heads, c, head_dim, dtype=dtype, device=device) for c in caps
+        ]
+        self.values = [
+            torch.empty(batch_size, num_heads, c, head_dim, dtype=dtype, device=device) for c in caps
+        ]
+        self.capacities = caps
+        self._lengths = [
+            0
+        ] * num_layers  # tokens committed by finished passes, per layer (shared by row views)
+        self._pending = [0] * num_layers  # tokens written by the pass in progress
+
+    @property
+    def capacity(self) -> int:
+        return max(self.capacities, default=0)
+
+    @property
+    def length(self) -> int:
+        """Committed tokens of the longest layer (every layer, unless a method cached fewer in some)."""
+        return max(self._lengths, default=0)
+
+    def layer_length(self, layer: int) -> int:
+        return self._lengths[layer]
 
     def read(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The committed ``(B, H, L, D)`` keys and values of one layer (views, no copy)."""
-        return self.keys[layer][:, :, : self.length], self.values[layer][:, :, : self.length]
+        n = self._lengths[layer]
+        return self.keys[layer][:, :, :n], self.values[layer][:, :, :n]
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
         """Stage a pass's ``(B, N, H, D)`` keys and values after the committed tokens of one layer."""
-        n = k.shape[1]
-        if self.length + n > self.capacity:
-            raise RuntimeError(f"KV cache overflow: {self.length} + {n} tokens > capacity {self.capacity}")
-        self.keys[layer][:, :, self.length : self.length + n] = k.transpose(1, 2)
-        self.values[layer][:, :, self.length : self.length + n] = v.transpose(1, 2)
-        self._pending = n
+        n, start = k.shape[1], self._lengths[layer]
+        if start + n > self.capacities[layer]:
+            raise RuntimeError(
+                f"KV cache overflow at layer {layer}: {start} + {n} tokens > capacity {self.capacities[layer]}"
+            )
+        self.keys[layer][:, :, start : start + n] = k.transpose(1, 2)
+        self.values[layer][:, :, start : start + n] = v.transpose(1, 2)
+        self._pending[layer] = n
 
     def commit(self) -> None:
         """Make the staged tokens visible to the next pass (call once per pass, after every layer wrote)."""
-        self.length += self._pending
-        self._pending = 0
+        for layer, n in enumerate(self._pending):
+            self._lengths[layer] += n
+            self._pending[layer] = 0
+
+    def with_rows(self, rows: slice) -> KVCache:
+        """A view of the CFG rows ``rows``: same buffers, same lengths (writes land in this cache)."""
+        view = copy.copy(self)
+        view.keys = [k[rows] for k in self.keys]
+        view.values = [v[rows] for v in self.values]
+        return view
 
     @property
     def nbytes(self) -> int:

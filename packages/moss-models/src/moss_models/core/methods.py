@@ -9,6 +9,13 @@ block (:class:`~moss_models.core.pass_spec.SublayerHook`). Built in:
 * :class:`Moss` — Mixture of Scales: drafter scales in full, then the ``k`` refine scales packed into one pass over
   the tokens a moss-dispatch :class:`~moss_dispatch.ScalePlan` selects (or an explicit :class:`~moss_dispatch.Dispatch`);
 * :class:`ScaleSkip` — the last ``n`` scales are dropped and the sum of the earlier ones is decoded at full size.
+
+The peers (FastVAR, FasterVAR, guidance off) are in :mod:`moss_models.core.peers`: they are *modifiers*, which
+change the plan of another method and place hooks, so they compose (:class:`~moss_models.core.peers.Compose`).
+
+A method may hold per-generation state (FastVAR's cached sub-layer outputs, FasterVAR's per-image generators):
+:meth:`Method.pass_hooks` is called once per generation with a :class:`RunInfo` and returns fresh hooks, so a
+method object itself stays immutable and can be shared by runs and threads.
 """
 
 from __future__ import annotations
@@ -22,9 +29,36 @@ import torch
 
 from moss_dispatch import Dispatch, ScalePlan, get_scorer
 from moss_models.core.attention import AttentionSpec
-from moss_models.core.pass_spec import SublayerHook
+from moss_models.core.pass_spec import BlockGroupHook, SublayerHook
 from moss_models.core.presets import preset_thresholds
 from moss_models.core.steps import Grid, ScaleTokens, Step, StepPlan, StepTokens, sequential_plan
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a method's hooks may know of one generation, fixed before its first pass."""
+
+    plan: StepPlan
+    grids: tuple[Grid, ...]
+    seeds: tuple[int, ...]
+    batch: int  # images
+    guidance: bool  # whether the context carries unconditional rows (rows = 2 · batch)
+    family: str
+    device: torch.device
+    num_layers: int | None = None
+    layer_groups: tuple[range, ...] | None = None  # the family's block groups (Infinity: block chunks)
+
+    @property
+    def dry(self) -> bool:
+        return self.device.type == "meta"
+
+
+@dataclass(frozen=True)
+class PassHooks:
+    """The hooks of one generation: per sub-layer and per block group (either may be None)."""
+
+    sublayer: SublayerHook | None = None
+    block_group: BlockGroupHook | None = None
 
 
 class Method(ABC):
@@ -33,6 +67,10 @@ class Method(ABC):
     name: str
     attention: AttentionSpec
     hook: SublayerHook | None = None
+
+    def pass_hooks(self, info: RunInfo) -> PassHooks:
+        """Fresh hooks for one generation (default: the static sub-layer ``hook``)."""
+        return PassHooks(sublayer=self.hook)
 
     @abstractmethod
     def plan(self, grids: Sequence[Grid]) -> StepPlan:
@@ -217,7 +255,18 @@ def check_dispatch(dispatch: Dispatch, plan: ScalePlan, batch: int) -> None:
 
 
 def method_by_name(name: str, family: str = "infinity", **kwargs) -> Method:
-    """``off``, ``k2`` … (the family's MoSs presets), ``skip1``, ``skip2``, …; ``kwargs`` go to the method."""
+    """A method by name; ``kwargs`` go to the method.
+
+    ``off``, ``k2`` … (the family's MoSs presets), ``skipN``, the peers ``fastvar``, ``fastervar``, ``cfgoff``, and
+    compositions ``base+part+…`` such as ``k3+cfgoff`` or ``k2+fastvar`` (parts skip no scale of their own).
+    """
+    from moss_models.core.peers import peer_by_name
+
+    peer = peer_by_name(name, lambda base: _base_method(base, family, **kwargs), **kwargs)
+    return peer if peer is not None else _base_method(name, family, **kwargs)
+
+
+def _base_method(name: str, family: str, **kwargs) -> Method:
     if name == "off":
         return Baseline(**kwargs)
     if name.startswith("skip") and name[4:].isdigit():
@@ -225,4 +274,7 @@ def method_by_name(name: str, family: str = "infinity", **kwargs) -> Method:
     try:
         return Moss.preset(name, family, **kwargs)
     except ValueError as err:
-        raise ValueError(f"unknown method {name!r}: not off, skipN or a MoSs preset ({err})") from None
+        raise ValueError(
+            f"unknown method {name!r}: not off, skipN, fastvar, fastervar, cfgoff, a MoSs preset ({err}), or a "
+            "composition such as k3+cfgoff"
+        ) from None

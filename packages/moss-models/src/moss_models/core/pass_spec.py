@@ -3,7 +3,9 @@
 :class:`PassSpec` is family-neutral: every token's scale and position on its scale's grid, the KV cache, the
 attention setting, and the family's own position data (``rope``: Infinity's RoPE tables). A family's blocks route
 each residual branch (self-attention, cross-attention, FFN) through :meth:`PassSpec.sublayer`, so a method can
-change which tokens a sub-layer computes (FastVAR prunes tokens inside the blocks) without a copy of the block.
+change which tokens a sub-layer computes (FastVAR prunes tokens inside the blocks) without a copy of the block,
+and run each group of blocks through :meth:`PassSpec.block_group`, so a method can change the tokens a whole
+group computes on (FasterVAR's low-rank tokens per block chunk).
 """
 
 from __future__ import annotations
@@ -31,6 +33,29 @@ class SublayerSite:
     spec: PassSpec
 
 
+#: ``run(x_tokens, index)``: the blocks of one group on the tokens ``x_tokens`` ``(R, n, C)``, placed at the
+#: pass's positions ``index`` ``(R, n)`` (None: the pass's own tokens).
+GroupRun = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class GroupSite:
+    """Where a block-group hook is called: the group, the layers it holds and the pass."""
+
+    group: int
+    layers: range
+    spec: PassSpec
+
+
+class BlockGroupHook(Protocol):
+    """Called for every group of blocks (Infinity: block chunk) of every pass; returns its ``(R, N, C)`` output.
+
+    The identity hook is ``return run(x, None)``.
+    """
+
+    def __call__(self, site: GroupSite, x: torch.Tensor, run: GroupRun) -> torch.Tensor: ...
+
+
 class SublayerHook(Protocol):
     """Called for every residual branch of every block; returns the ``(B, N, C)`` branch output to add.
 
@@ -49,6 +74,7 @@ class PassSpec:
     ``cache`` is read by every layer; with ``append`` the pass's keys and values are written after it.
     ``causal_scale_mask`` (teacher forcing only) replaces the cache by a block-causal mask over the pass.
     ``layer_outputs``: called with ``(layer, hidden)`` after every block (intermediates on request).
+    ``cfg_rows``: which CFG rows the pass carries (``all``, ``cond``, ``uncond``); ``batch``: the number of images.
     """
 
     scale_ids: torch.Tensor
@@ -60,6 +86,9 @@ class PassSpec:
     append: bool = False
     attention: AttentionSpec = field(default_factory=AttentionSpec)
     hook: SublayerHook | None = None
+    group_hook: BlockGroupHook | None = None
+    cfg_rows: str = "all"
+    batch: int = 0
     layer_outputs: Callable[[int, torch.Tensor], None] | None = None
     causal_scale_mask: torch.Tensor | None = field(default=None, repr=False)
 
@@ -72,6 +101,12 @@ class PassSpec:
         if self.hook is None:
             return branch(x, None)
         return self.hook(SublayerSite(layer, kind, self), x, branch)
+
+    def block_group(self, group: int, layers: range, x: torch.Tensor, run: GroupRun) -> torch.Tensor:
+        """The output of one group of blocks: the method's group hook decides which tokens it runs on."""
+        if self.group_hook is None:
+            return run(x, None)
+        return self.group_hook(GroupSite(group, layers, self), x, run)
 
     def subset(self, index: torch.Tensor | None) -> PassSpec:
         """The spec of the tokens at ``index`` ``(B, n)`` of this pass (their positions gathered per image).

@@ -27,3 +27,29 @@ def preset_thresholds(family: str, name: str) -> tuple[float, ...]:
             f"unknown preset {name!r} for family {family!r}; choose one of {sorted(_THRESHOLDS[family])}"
         )
     return _THRESHOLDS[family][name]
+
+
+# FasterVAR's rank ratios: per energy threshold ``alpha`` (a string, as its code names them), per low-rank scale
+# (a schedule index, negative from the end) and per block group, the fraction of a scale's tokens kept as rank.
+_RANK_RATIOS: dict[str, dict[str, dict[int, tuple[float, ...]]]] = {}
+
+
+def register_rank_ratios(family: str, tables: Mapping[str, Mapping[int, tuple[float, ...]]]) -> None:
+    """Register a family's FasterVAR rank tables (``{"0.96": {-3: (r_group0, r_group1, ...), ...}, ...}``)."""
+    fam = _RANK_RATIOS.setdefault(family, {})
+    for alpha, table in tables.items():
+        fam[str(alpha)] = {int(s): tuple(float(r) for r in ratios) for s, ratios in table.items()}
+
+
+def preset_rank_ratios(family: str, alpha: str) -> dict[int, tuple[float, ...]]:
+    """The registered FasterVAR rank table of ``alpha`` for a family."""
+    if family not in _RANK_RATIOS:
+        raise ValueError(
+            f"no FasterVAR rank presets for model family {family!r} (families with presets: "
+            f"{sorted(_RANK_RATIOS)}); give the ranks explicitly (moss.ranks)"
+        )
+    if str(alpha) not in _RANK_RATIOS[family]:
+        raise ValueError(
+            f"unknown FasterVAR alpha {alpha!r} for family {family!r}; choose one of {sorted(_RANK_RATIOS[family])}"
+        )
+    return dict(_RANK_RATIOS[family][str(alpha)])

@@ -7,6 +7,11 @@ A generation is a sequence of :class:`Step` s over a scale schedule, planned by 
   (the MoSs stage);
 * a scale that no step names is skipped (scale skipping: its residual is never added).
 
+A step may run on some of the CFG rows only (``rows``): ``uncond`` is FasterVAR's guidance weight 0 (the pass
+carries each image's unconditional row, with that row's text and KV cache), ``cond`` is guidance weight 1 with
+the conditional row. Once a step drops rows, every later step must drop the same ones (the cache of the dropped
+rows is not written any more).
+
 Every pass but the last appends its keys and values to the KV cache (the last one has nobody left to read them),
 so the cache a generation allocates is the tokens of every appending pass: :attr:`StepPlan.cache_tokens`.
 """
@@ -19,6 +24,7 @@ import torch
 
 Grid = tuple[int, int]
 STEP_KINDS = ("full", "packed")
+STEP_ROWS = ("all", "cond", "uncond")
 
 
 @dataclass(frozen=True)
@@ -28,7 +34,7 @@ class Step:
     ``scales``: schedule indices the pass carries (one for ``full``, coarsest first for ``packed``); ``stage``: the
     timing stage it counts under; ``append``: whether its keys and values go into the cache; ``plan``: for a
     packed step, the method's static plan of it (e.g. a :class:`~moss_dispatch.ScalePlan`), read back by the
-    method when it selects the tokens.
+    method when it selects the tokens; ``rows``: the CFG rows the pass carries (:data:`STEP_ROWS`).
     """
 
     kind: str
@@ -37,26 +43,65 @@ class Step:
     append: bool = False
     plan: object = field(default=None, compare=False)
     select_stage: str | None = None  # the stage the selection of a packed step is timed under
+    rows: str = "all"
 
     def __post_init__(self) -> None:
         if self.kind not in STEP_KINDS:
             raise ValueError(f"step kind must be one of {STEP_KINDS}, got {self.kind!r}")
+        if self.rows not in STEP_ROWS:
+            raise ValueError(f"step rows must be one of {STEP_ROWS}, got {self.rows!r}")
         if not self.scales or (self.kind == "full" and len(self.scales) != 1):
             raise ValueError(f"a {self.kind} step needs {'one scale' if self.kind == 'full' else 'scales'}")
 
 
 @dataclass(frozen=True)
 class StepPlan:
-    """The steps of one generation and the KV cache they need (tokens per image and CFG row)."""
+    """The steps of one generation and the KV cache they need (tokens per image and CFG row).
+
+    ``uncached``: ``(first_layer, stop_layer, tokens)`` triples of tokens that those layers do not cache
+    (FastVAR's pruned layers append only the tokens they kept), so layers may need different capacities.
+    """
 
     steps: tuple[Step, ...]
     cache_tokens: int
     num_scales: int
+    uncached: tuple[tuple[int, int, int], ...] = ()
 
     @property
     def skipped_scales(self) -> tuple[int, ...]:
         used = {s for step in self.steps for s in step.scales}
         return tuple(s for s in range(self.num_scales) if s not in used)
+
+    @property
+    def needs_unconditional(self) -> bool:
+        """Whether some pass runs on the unconditional rows (then the batch carries them, guidance or not)."""
+        return any(s.rows == "uncond" for s in self.steps)
+
+    def cache_capacity(self, num_layers: int | None) -> int | tuple[int, ...]:
+        """Cache tokens to allocate: one number for every layer, or one per layer when some cache fewer."""
+        if not self.uncached:
+            return self.cache_tokens
+        if num_layers is None:
+            raise ValueError(
+                "this plan caches fewer tokens in some layers; the family must say its num_layers"
+            )
+        caps = [self.cache_tokens] * num_layers
+        for first, stop, tokens in self.uncached:
+            for layer in range(max(first, 0), min(stop, num_layers)):
+                caps[layer] -= tokens
+        return tuple(caps)
+
+    def check_rows(self) -> None:
+        """Once a step drops CFG rows, every later step drops the same ones (their cache is not written)."""
+        dropped = None
+        for i, step in enumerate(self.steps):
+            if dropped is not None and step.rows != dropped:
+                raise ValueError(
+                    f"step {i} (scales {list(step.scales)}) runs on {step.rows!r} rows after an earlier step ran on "
+                    f"{dropped!r} rows only; once guidance is turned off it must stay off for every later scale"
+                )
+            if step.rows != "all":
+                dropped = step.rows
 
 
 def sequential_plan(
@@ -68,8 +113,12 @@ def sequential_plan(
     """
     full = list(full_scales)
     steps = [Step("full", (si,), stage, append=bool(tail) or i < len(full) - 1) for i, si in enumerate(full)]
-    cache = sum(grids[s.scales[0]][0] * grids[s.scales[0]][1] for s in steps if s.append)
-    return StepPlan((*steps, *tail), cache, len(grids))
+    return StepPlan((*steps, *tail), appended_tokens(grids, steps), len(grids))
+
+
+def appended_tokens(grids, steps) -> int:
+    """Cache tokens (per image and row) of the appending steps: every token of each scale they carry."""
+    return sum(grids[si][0] * grids[si][1] for s in steps if s.append for si in s.scales)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ input at its selected positions, guides each scale with its own settings, and co
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +72,10 @@ class InfinityFamily(ScaleFamily):
     @property
     def num_layers(self) -> int:
         return self.config.depth
+
+    @property
+    def layer_groups(self) -> tuple[range, ...]:
+        return self.transformer.layer_groups
 
     def autocast(self):
         enabled = self.config.block_dtype in (torch.bfloat16, torch.float16)
@@ -142,7 +147,7 @@ class InfinityFamily(ScaleFamily):
         tf = self.transformer
         if not per_image or cond.batch_size == 1:
             full = cond.with_unconditional(tf.cfg_uncond) if guidance else cond
-            return tf.encode_text(full.kv_compact, full.cu_seqlens)
+            return replace(tf.encode_text(full.kv_compact, full.cu_seqlens), has_uncond=guidance)
         parts = []
         for i in range(cond.batch_size):
             one = TextBatch.from_features([cond.select(i)])
@@ -156,11 +161,19 @@ class InfinityFamily(ScaleFamily):
             gss=torch.cat([p.gss[r : r + 1] for p, r in order]),
             ca_kv=torch.cat(tokens),
             cu_seqlens=F.pad(lens.cumsum(0, dtype=torch.int32), (1, 0)).to(index_device(self.device)),
+            has_uncond=guidance,
         )
+
+    def context_rows(self, ctx: TextContext, rows: str, batch: int) -> TextContext:
+        """Each image's conditional or unconditional row, with its own text tokens (FasterVAR's ``ca_kv_un``)."""
+        del batch
+        return ctx.rows(rows)
 
     # ------------------------------------------------------------------------------------------ cache, latent
 
-    def kv_cache(self, rows: int, capacity: int, device: torch.device | str | None = None) -> KVCache:
+    def kv_cache(
+        self, rows: int, capacity: int | Sequence[int], device: torch.device | str | None = None
+    ) -> KVCache:
         c = self.config
         return KVCache(c.depth, rows, c.num_heads, c.head_dim, capacity, c.block_dtype, device or self.device)
 
@@ -211,11 +224,7 @@ class InfinityFamily(ScaleFamily):
 
     def logits(self, hidden, ctx: TextContext, tokens: StepTokens, sampling: SamplingConfig, schedule):
         guided, _, _ = self._guided_pass(tokens, sampling, schedule)
-        rows = (
-            ctx.batch_size
-            if guided
-            else ctx.batch_size // (2 if self.uses_guidance(sampling, schedule) else 1)
-        )
+        rows = ctx.batch_size if guided and ctx.has_uncond else ctx.images
         return self.transformer.logits(hidden[:rows], ctx.cond[:rows])
 
     @staticmethod

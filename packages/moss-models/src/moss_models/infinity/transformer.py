@@ -41,10 +41,35 @@ class TextContext:
     gss: torch.Tensor  # (B, 1, 6, C) fp32: shared AdaLN gains
     ca_kv: torch.Tensor  # (N_text, D): projected text tokens for cross-attention, all rows packed
     cu_seqlens: torch.Tensor  # (B + 1,) int32 offsets into ca_kv
+    has_uncond: bool = False  # the second half of the rows are the images' unconditional rows (CFG)
 
     @property
     def batch_size(self) -> int:
         return self.cond.shape[0]
+
+    @property
+    def images(self) -> int:
+        return self.batch_size // (2 if self.has_uncond else 1)
+
+    def rows(self, which: str) -> TextContext:
+        """The conditional (``cond``) or unconditional (``uncond``) row of every image (reads the offsets on the
+        host: call it once per generation, not per pass)."""
+        if which not in ("cond", "uncond"):
+            raise ValueError(f"rows must be 'cond' or 'uncond', got {which!r}")
+        if not self.has_uncond:
+            if which == "uncond":
+                raise ValueError("this context has no unconditional rows")
+            return self
+        b = self.images
+        sl = slice(0, b) if which == "cond" else slice(b, 2 * b)
+        bounds = self.cu_seqlens.tolist()
+        start, stop = bounds[sl.start], bounds[sl.stop]
+        return TextContext(
+            cond=self.cond[sl],
+            gss=self.gss[sl],
+            ca_kv=self.ca_kv[start:stop],
+            cu_seqlens=self.cu_seqlens[sl.start : sl.stop + 1] - self.cu_seqlens[sl.start],
+        )
 
 
 def _rope_fn(impl: str):
@@ -345,11 +370,27 @@ class InfinityTransformer(nn.Module):
         """Add each token's scale level embedding (only before the first block, as the release does)."""
         return x + self.lvl_embed.weight[scale_ids]
 
+    @property
+    def layer_groups(self) -> tuple[range, ...]:
+        """The layers of each block chunk (FasterVAR works per chunk)."""
+        per = self.config.blocks_per_chunk
+        return tuple(range(c * per, (c + 1) * per) for c in range(self.config.block_chunks))
+
     def run_blocks(self, x: torch.Tensor, text: TextContext, spec: PassSpec) -> torch.Tensor:
-        for layer, block in enumerate(self.blocks):
-            x = block(x, text, layer, spec)
-            if spec.layer_outputs is not None:
-                spec.layer_outputs(layer, x)
+        blocks = self.blocks
+
+        def run(x_in: torch.Tensor, index: torch.Tensor | None, layers: range) -> torch.Tensor:
+            sub = spec.subset(index)  # the tokens at ``index``: their positions gathered
+            for layer in layers:
+                x_in = blocks[layer](x_in, text, layer, sub)
+                if spec.layer_outputs is not None:
+                    spec.layer_outputs(layer, x_in)
+            return x_in
+
+        for group, layers in enumerate(self.layer_groups):
+            x = spec.block_group(
+                group, layers, x, lambda x_in, index, layers=layers: run(x_in, index, layers)
+            )
         if spec.cache is not None and spec.append:
             spec.cache.commit()
         return x
