@@ -156,6 +156,13 @@ def test_compositions_mean_what_they_say(tiny_generator):
         (lambda: FastVAR(layers=(5, 2)), "layers must be \\[first, stop\\)"),
         (lambda: GuidanceOff(keep="both"), "keep must be one of"),
         (lambda: method_by_name("k3+skip2"), "unknown method part 'skip2'"),
+        (lambda: FastVAR(skip=(0,), prune={}), "cannot skip scale 0"),
+        (lambda: FastVAR(prune={-4: 0.4, 3: 0.1}), "names scale 3 twice"),
+        (
+            lambda: Compose(Baseline(), [FasterVAR(skip=()), GuidanceOff(keep="cond")]),
+            "already runs on its 'uncond' rows",
+        ),
+        (lambda: method_by_name("skip2+fastervar"), "packed or skipped"),
     ],
 )
 def test_bad_combinations_and_settings_are_refused(tiny_generator, method, message):
@@ -169,6 +176,27 @@ def test_fastervar_rank_presets_must_cover_the_block_groups(tiny_generator, fixt
         generate(tiny_generator, fixture_text, FasterVAR(ranks={-3: [0.5]}))
     with pytest.raises(ValueError, match=r"unknown FasterVAR alpha '0\.5'"):
         generate(tiny_generator, fixture_text, FasterVAR(alpha="0.5"))
+
+
+def test_alpha_is_matched_by_value(tiny_generator, fixture_text):
+    """``moss.alpha=0.90`` arrives from the command line as the float 0.9: it names the preset "0.90"."""
+    a = generate(tiny_generator, fixture_text, FasterVAR(alpha=0.90), decode=False)
+    b = generate(tiny_generator, fixture_text, FasterVAR(alpha="0.90"), decode=False)
+    assert torch.equal(a.latent, b.latent)
+
+
+def test_hidden_states_of_a_low_rank_pass_are_the_restored_ones(tiny_generator, fixture_text):
+    last = generate(tiny_generator, fixture_text, FasterVAR(), keep=("hidden",))
+    assert last.hidden[-1].shape == (
+        2,
+        64,
+        64,
+    )  # 8²: the restored chunk output, one (unconditional) row per image
+    inner = generate(tiny_generator, fixture_text, FasterVAR(), keep=("hidden",), hidden_layer=0)
+    assert (
+        inner.steps[-1].hidden is None
+    )  # inside a low-rank chunk no block output is the pass's hidden state
+    assert inner.steps[0].hidden.shape == (4, 1, 64)
 
 
 def test_describe_names_every_field():

@@ -239,14 +239,15 @@ class NextScaleGenerator:
             nonlocal ctx
             with instrument(None):
                 ctx = family.encode_condition(cond, guidance=guidance, per_image=per_image)
+                # the contexts of the passes that carry one CFG row, once (they may read text offsets)
+                for rows_kind in {step.rows for step in plan.steps if step.rows != "all"}:
+                    row_ctx[rows_kind] = family.context_rows(ctx, rows_kind, batch)
 
         def run_pass(i: int, step: Step, tokens: StepTokens) -> None:
             nonlocal latent
             step_ctx, step_cache, step_sampling, step_rows = ctx, cache, sampling, rows
             if i in row_views:
                 step_cache, step_sampling = row_views[i]
-                if step.rows not in row_ctx:  # once per generation (it may read text offsets on the host)
-                    row_ctx[step.rows] = family.context_rows(ctx, step.rows, batch)
                 step_ctx, step_rows = row_ctx[step.rows], batch
             with instrument(i):
                 x = family.embed(latent, step_ctx, tokens, schedule)

@@ -70,6 +70,8 @@ def drop_scales(plan: StepPlan, grids: Sequence[Grid], scales: set[int], who: st
     """The plan without the full steps of ``scales``; the new last pass stops appending to the cache."""
     if not scales:
         return plan
+    if 0 in scales:
+        raise ValueError(f"{who} cannot skip scale 0: the first scale (the start token) always runs")
     for step in plan.steps:
         if step.kind == "packed" and scales & set(step.scales):
             raise ValueError(
@@ -158,6 +160,11 @@ class GuidanceOff(Modifier):
                     f"{self.name}: the pass over scales {list(step.scales)} would be guided for some scales and "
                     f"not for others ({sorted(hit)} off); turn guidance off for all of its scales or none"
                 )
+            if hit and step.rows not in ("all", self.keep):
+                raise ValueError(
+                    f"{self.name}: the pass over scales {list(step.scales)} already runs on its {step.rows!r} rows; "
+                    f"keeping the {self.keep!r} rows instead would override an earlier part"
+                )
             steps.append(replace(step, rows=self.keep) if hit else step)
         out = replace(plan, steps=tuple(steps))
         out.check_rows()
@@ -220,8 +227,12 @@ class FastVAR(Modifier):
     def pruned_scales(self, grids: tuple[Grid, ...]) -> dict[int, int]:
         """``{scale: kept tokens}`` of the scales this schedule prunes (ratio > 0)."""
         out = {}
+        seen: set[int] = set()
         for scale, ratio in self.prune:
             si = resolve_scale(scale, len(grids), "fastvar prune")
+            if si in seen:
+                raise ValueError(f"fastvar prune names scale {si} twice (as {scale} and another index)")
+            seen.add(si)
             if ratio > 0:
                 h, w = grids[si]
                 out[si] = num_kept(h * w, ratio)
@@ -358,7 +369,10 @@ class FasterVAR(Modifier):
     def __post_init__(self) -> None:
         for attr in ("unguided", "low_rank", "skip"):
             object.__setattr__(self, attr, _int_tuple(getattr(self, attr), f"fastervar {attr}"))
-        object.__setattr__(self, "alpha", str(self.alpha))
+        # a float from the command line (moss.alpha=0.90 → 0.9) names the same preset as its string "0.90"
+        object.__setattr__(
+            self, "alpha", self.alpha if isinstance(self.alpha, str) else repr(float(self.alpha))
+        )
         if self.ranks is not None:
             ranks = {}
             for scale, ratios in dict(self.ranks).items():
@@ -390,7 +404,7 @@ class FasterVAR(Modifier):
             if si not in full:
                 raise ValueError(
                     f"fastervar: the low-rank scale {si} is not run as a full pass by the base method (it is "
-                    "packed); low-rank tokens apply to full-scale passes only"
+                    "packed or skipped); low-rank tokens apply to full-scale passes only"
                 )
             pos = full.index(si)
             if pos == 0 or full[pos - 1] is None:
@@ -413,7 +427,12 @@ class FasterVAR(Modifier):
             raise ValueError(f"fastervar needs a family with block groups; {info.family} has none")
         table = self.ranks if self.ranks is not None else preset_rank_ratios(info.family, self.alpha)
         n = len(info.grids)
-        ratios = {resolve_scale(s, n, "fastervar ranks"): r for s, r in table.items()}
+        ratios = {}
+        for s, r in table.items():
+            si = resolve_scale(s, n, "fastervar ranks")
+            if si in ratios:
+                raise ValueError(f"fastervar ranks name scale {si} twice")
+            ratios[si] = r
         out = {}
         for si in sorted(scales):
             if si not in ratios:
@@ -569,7 +588,11 @@ class Compose(Method):
         return self.base.select(step, latent, family)
 
     def pass_hooks(self, info: RunInfo) -> PassHooks:
-        hooks = [self.base.pass_hooks(info), *(p.pass_hooks(info) for p in self.parts)]
+        hooks = [
+            PassHooks(sublayer=self.hook),
+            self.base.pass_hooks(info),
+            *(p.pass_hooks(info) for p in self.parts),
+        ]
         sub = [h.sublayer for h in hooks if h.sublayer is not None]
         group = [h.block_group for h in hooks if h.block_group is not None]
         if len(sub) > 1 or len(group) > 1:

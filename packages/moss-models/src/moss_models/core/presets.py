@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 
 _THRESHOLDS: dict[str, dict[str, tuple[float, ...]]] = {}
@@ -48,8 +49,13 @@ def preset_rank_ratios(family: str, alpha: str) -> dict[int, tuple[float, ...]]:
             f"no FasterVAR rank presets for model family {family!r} (families with presets: "
             f"{sorted(_RANK_RATIOS)}); give the ranks explicitly (moss.ranks)"
         )
-    if str(alpha) not in _RANK_RATIOS[family]:
+    tables = _RANK_RATIOS[family]
+    key = str(alpha)
+    if key not in tables:  # "0.9" names the preset "0.90": alphas are matched by value
+        with contextlib.suppress(ValueError):  # not a number: refused below
+            key = next((k for k in tables if float(k) == float(alpha)), key)
+    if key not in tables:
         raise ValueError(
-            f"unknown FasterVAR alpha {alpha!r} for family {family!r}; choose one of {sorted(_RANK_RATIOS[family])}"
+            f"unknown FasterVAR alpha {alpha!r} for family {family!r}; choose one of {sorted(tables)}"
         )
-    return dict(_RANK_RATIOS[family][str(alpha)])
+    return dict(tables[key])

@@ -383,14 +383,18 @@ class InfinityTransformer(nn.Module):
             sub = spec.subset(index)  # the tokens at ``index``: their positions gathered
             for layer in layers:
                 x_in = blocks[layer](x_in, text, layer, sub)
-                if spec.layer_outputs is not None:
-                    spec.layer_outputs(layer, x_in)
+                if spec.layer_outputs is not None and layer != layers[-1]:
+                    # inside a group that a hook runs on other tokens (FasterVAR's projections) a block's output
+                    # is not the pass's hidden state: none is kept for it
+                    spec.layer_outputs(layer, x_in if index is None else None)
             return x_in
 
         for group, layers in enumerate(self.layer_groups):
             x = spec.block_group(
                 group, layers, x, lambda x_in, index, layers=layers: run(x_in, index, layers)
             )
+            if spec.layer_outputs is not None:
+                spec.layer_outputs(layers[-1], x)  # the group's output, restored by its hook if it had one
         if spec.cache is not None and spec.append:
             spec.cache.commit()
         return x
