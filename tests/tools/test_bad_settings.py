@@ -42,6 +42,19 @@ CASES = [
     ("model-dtype-bogus", ["model.dtype=bogus"], "model.dtype='bogus'"),
     ("weights-bogus", ["model.weights=bogus"], "model.weights='bogus'"),
     ("unknown-moss", ["moss=k9"], "moss"),
+    (
+        "fastvar-ratio-1",
+        ["moss=fastvar", "moss.prune=[[-4,1.0]]"],
+        "moss=fastvar: a pruning ratio must be in [0, 1)",
+    ),
+    ("fastvar-no-layer", ["moss=fastvar", "moss.layers=[5,9]"], "prune no block of this 4-block model"),
+    (
+        "fastervar-alpha",
+        ["moss=fastervar", "moss.alpha=0.5"],
+        "moss=fastervar: unknown FasterVAR alpha '0.5'",
+    ),
+    ("fastervar-ranks", ["moss=fastervar", "moss.ranks={{-3:[0.1]}}"], "rank ratios for 1 block groups"),
+    ("k3-cfgoff-mixed", ["moss=k3+cfgoff", "moss.parts.0.scales=[-1]"], "guided for some scales and not"),
     ("prompt-file-latin1", ["data=prompts_file", "data.path={latin1}"], "line 3"),
 ]
 

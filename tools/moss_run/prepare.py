@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from moss_attention import BackendUnavailableError, get_backend
 from moss_eval import RunDirectory, atomic_write_text
 from moss_models import SEEDING_MODES, Method
-from moss_models.core import model_entry
+from moss_models.core import RunInfo, model_entry
 from moss_models.infinity import DTYPES
 from moss_run.config import GenerationConfig
 from moss_run.data import PromptDataset
@@ -192,8 +192,16 @@ def build_method(cfg: DictConfig) -> Method:
     """The method of ``conf/moss`` (its ``attn`` and ``dispatch`` groups nested in it), checked on the run's
     schedule before any model is built."""
     method = build_object(cfg.moss, f"moss={cfg.moss.name}")
+    entry = model_entry(_get(cfg, "model.name"))
+    grids = tuple(tuple(g) for g in run_schedule(cfg, entry).grids)
     try:
-        method.plan(run_schedule(cfg).grids)
+        plan = method.plan(grids)
+        if entry.layer_groups is not None:  # the method's hooks check themselves against the model's blocks
+            groups = entry.layer_groups(_get(cfg, "model.arch") or {})
+            info = RunInfo(
+                plan, grids, (0,), 1, True, entry.family, torch.device("meta"), groups[-1].stop, groups
+            )
+            method.pass_hooks(info)
     except ValueError as err:
         raise UserError(f"moss={cfg.moss.name}: {err}") from None
     return method

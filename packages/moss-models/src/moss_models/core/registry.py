@@ -28,6 +28,8 @@ class ModelEntry:
     default_weights: str = "release"
     default_resolution: Any = None
     description: str = ""
+    # (arch) -> the block groups of the model (ranges of layers), without building it; None: not known up front
+    layer_groups: Callable[[dict], tuple[range, ...]] | None = None
 
 
 MODELS: dict[str, ModelEntry] = {}

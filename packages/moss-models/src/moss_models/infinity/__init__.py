@@ -33,6 +33,16 @@ def _schedule_of(config: InfinityConfig):
     return schedule
 
 
+def _layer_groups_of(config: InfinityConfig):
+    def layer_groups(arch=None) -> tuple[range, ...]:
+        """The block chunks as ranges of layers, without building the model."""
+        c = config.with_(**(arch or {})) if arch else config
+        per = c.blocks_per_chunk
+        return tuple(range(i * per, (i + 1) * per) for i in range(c.block_chunks))
+
+    return layer_groups
+
+
 for _name, _config in CONFIGS.items():
     register_model(
         ModelEntry(
@@ -43,6 +53,7 @@ for _name, _config in CONFIGS.items():
             default_weights="release" if _name in RELEASE_FILES else "random",
             default_resolution=_config.max_resolution,
             description=f"Infinity {_name.removeprefix('infinity_')}",
+            layer_groups=_layer_groups_of(_config),
         )
     )
 
