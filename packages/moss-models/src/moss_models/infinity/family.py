@@ -154,14 +154,16 @@ class InfinityFamily(ScaleFamily):
             one = one.with_unconditional(tf.cfg_uncond) if guidance else one
             parts.append(tf.encode_text(one.kv_compact, one.cu_seqlens))
         order = [(p, r) for r in range(2 if guidance else 1) for p in parts]  # all cond rows, then all uncond
-        tokens = [p.ca_kv[int(p.cu_seqlens[r]) : int(p.cu_seqlens[r + 1])] for p, r in order]
+        tokens = [p.ca_kv[p.bounds[r] : p.bounds[r + 1]] for p, r in order]
         lens = torch.tensor([t.shape[0] for t in tokens], dtype=torch.int32)
+        cu = F.pad(lens.cumsum(0, dtype=torch.int32), (1, 0))
         return TextContext(
             cond=torch.cat([p.cond[r : r + 1] for p, r in order]),
             gss=torch.cat([p.gss[r : r + 1] for p, r in order]),
             ca_kv=torch.cat(tokens),
-            cu_seqlens=F.pad(lens.cumsum(0, dtype=torch.int32), (1, 0)).to(index_device(self.device)),
+            cu_seqlens=cu.to(index_device(self.device)),
             has_uncond=guidance,
+            bounds=tuple(int(v) for v in cu.tolist()),  # computed on the host: no device read
         )
 
     def context_rows(self, ctx: TextContext, rows: str, batch: int) -> TextContext:

@@ -16,6 +16,7 @@ stage) attends to ``[KV cache ++ its own tokens]`` with the mode and backend of 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -42,6 +43,13 @@ class TextContext:
     ca_kv: torch.Tensor  # (N_text, D): projected text tokens for cross-attention, all rows packed
     cu_seqlens: torch.Tensor  # (B + 1,) int32 offsets into ca_kv
     has_uncond: bool = False  # the second half of the rows are the images' unconditional rows (CFG)
+    # the same offsets on the host, read once when the context is made: every cross-attention of every pass slices
+    # the text with them, and reading a device tensor there would synchronise the device once per layer
+    bounds: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.bounds:
+            self.bounds = tuple(int(v) for v in self.cu_seqlens.tolist())
 
     @property
     def batch_size(self) -> int:
@@ -52,8 +60,7 @@ class TextContext:
         return self.batch_size // (2 if self.has_uncond else 1)
 
     def rows(self, which: str) -> TextContext:
-        """The conditional (``cond``) or unconditional (``uncond``) row of every image (reads the offsets on the
-        host: call it once per generation, not per pass)."""
+        """The conditional (``cond``) or unconditional (``uncond``) row of every image."""
         if which not in ("cond", "uncond"):
             raise ValueError(f"rows must be 'cond' or 'uncond', got {which!r}")
         if not self.has_uncond:
@@ -62,13 +69,13 @@ class TextContext:
             return self
         b = self.images
         sl = slice(0, b) if which == "cond" else slice(b, 2 * b)
-        bounds = self.cu_seqlens.tolist()
-        start, stop = bounds[sl.start], bounds[sl.stop]
+        start, stop = self.bounds[sl.start], self.bounds[sl.stop]
         return TextContext(
             cond=self.cond[sl],
             gss=self.gss[sl],
             ca_kv=self.ca_kv[start:stop],
             cu_seqlens=self.cu_seqlens[sl.start : sl.stop + 1] - self.cu_seqlens[sl.start],
+            bounds=tuple(v - start for v in self.bounds[sl.start : sl.stop + 1]),
         )
 
 
@@ -83,9 +90,10 @@ def _rope_fn(impl: str):
 
 
 def varlen_text_attention(
-    q: torch.Tensor, kv: torch.Tensor, cu_seqlens: torch.Tensor, scale: float
+    q: torch.Tensor, kv: torch.Tensor, bounds: Sequence[int], scale: float
 ) -> torch.Tensor:
-    """Per-image attention of ``q`` ``(B, Lq, H, c)`` over its own text tokens ``kv[cu[b]:cu[b+1]]`` ``(N, 2, H, c)``.
+    """Per-image attention of ``q`` ``(B, Lq, H, c)`` over its own text tokens ``kv[bounds[b]:bounds[b+1]]``
+    ``(N, 2, H, c)`` (``bounds``: the host copy of ``cu_seqlens``, so no device value is read here).
 
     Inputs are rounded to bf16 and the output is returned in bf16, like the official flash-attn varlen call
     (which Infinity feeds bf16 even in fp32 runs). On CUDA the bf16 kernel runs; elsewhere the bf16 values are
@@ -94,7 +102,6 @@ def varlen_text_attention(
     """
     q16, kv16 = q.to(torch.bfloat16), kv.to(torch.bfloat16)
     compute = torch.bfloat16 if q.is_cuda else torch.float32
-    bounds = cu_seqlens.tolist()
     outs = []
     for b in range(q.shape[0]):
         k_b, v_b = kv16[bounds[b] : bounds[b + 1]].to(compute).unbind(1)  # (len, H, c) each
@@ -121,18 +128,16 @@ class TextCrossAttention(nn.Module):
         self.register_buffer("zero_k_bias", torch.zeros(embed_dim))
         self.proj = nn.Linear(embed_dim, embed_dim)
 
-    def forward(
-        self, x: torch.Tensor | None, kv_tokens: torch.Tensor, cu_seqlens: torch.Tensor
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | None, kv_tokens: torch.Tensor, bounds: Sequence[int]) -> torch.Tensor:
         n = kv_tokens.shape[0]
         kv = F.linear(kv_tokens, self.mat_kv.weight, torch.cat((self.zero_k_bias, self.v_bias)))
         kv = kv.view(n, 2, self.num_heads, self.head_dim)
         if self.for_pool:
-            batch = cu_seqlens.shape[0] - 1
+            batch = len(bounds) - 1
             q = self.mat_q.to(kv.dtype).expand(batch, -1, -1).unsqueeze(1)  # (B, 1, H, c)
         else:
             q = self.mat_q(x).view(*x.shape[:2], self.num_heads, self.head_dim)
-        out = varlen_text_attention(q, kv, cu_seqlens, 1 / math.sqrt(self.head_dim))
+        out = varlen_text_attention(q, kv, bounds, 1 / math.sqrt(self.head_dim))
         if q.dtype == torch.float32:
             out = out.float()
         return self.proj(out.flatten(2))
@@ -240,7 +245,7 @@ class InfinityBlock(nn.Module):
             )
 
         def ca(x_in: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
-            return self.ca(fp32_layer_norm(self.ca_norm, x_in), text.ca_kv, text.cu_seqlens).float()
+            return self.ca(fp32_layer_norm(self.ca_norm, x_in), text.ca_kv, text.bounds).float()
 
         def ffn(x_in: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
             return self.ffn(ada_layer_norm(x_in, scale2, shift2, self.eps)).mul(gamma2)
@@ -274,8 +279,8 @@ class _AttentivePool(nn.Module):
         super().__init__()
         self.ca = TextCrossAttention(cfg.embed_dim, cfg.text_channels, cfg.pool_heads, for_pool=True)
 
-    def forward(self, kv_tokens: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
-        return self.ca(None, kv_tokens, cu_seqlens).squeeze(1)
+    def forward(self, kv_tokens: torch.Tensor, bounds: Sequence[int]) -> torch.Tensor:
+        return self.ca(None, kv_tokens, bounds).squeeze(1)
 
 
 class _SharedAdaLin(nn.Linear):
@@ -352,12 +357,13 @@ class InfinityTransformer(nn.Module):
 
     def encode_text(self, kv_compact: torch.Tensor, cu_seqlens: torch.Tensor) -> TextContext:
         """Text features ``(N, Ct5)`` of every row, packed, to the conditioning the blocks use."""
+        bounds = tuple(int(v) for v in cu_seqlens.tolist())  # the one read of the offsets for this context
         kv = self.text_norm(kv_compact)
-        cond = self.text_proj_for_sos(kv, cu_seqlens)
+        cond = self.text_proj_for_sos(kv, bounds)
         ca_kv = self.text_proj_for_ca(kv)
         with autocast_off(kv):
             gss = self.shared_ada_lin(cond.float()).float().contiguous()
-        return TextContext(cond=cond, gss=gss, ca_kv=ca_kv, cu_seqlens=cu_seqlens)
+        return TextContext(cond=cond, gss=gss, ca_kv=ca_kv, cu_seqlens=cu_seqlens, bounds=bounds)
 
     def start_tokens(self, text: TextContext) -> torch.Tensor:
         """The first scale's single token: the pooled text vector plus ``pos_start``, ``(B, 1, C)``."""
