@@ -4,8 +4,8 @@ FLOPs and KV-cache bytes are not estimated from a second copy of the loop: :func
 the meta device (real modules, no memory), runs :class:`~moss_models.core.generator.NextScaleGenerator` with the
 same method, and counts every pass with ``torch.utils.flop_counter.FlopCounterMode``. Token counts of every
 method here (MoSs, FastVAR's kept tokens, FasterVAR's ranks) do not depend on the image, so the count is exact
-for any prompt of ``text_tokens`` tokens. The VAE
-decode is not included (the paper's backbone); the conditioning's FLOPs are added to the first pass.
+for any prompt of ``text_tokens`` tokens. The VAE decode is not included (the paper's backbone); the
+conditioning's FLOPs are added to the first pass.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 from torch.utils.flop_counter import FlopCounterMode
 
 from moss_models.core.family import ScaleFamily
-from moss_models.core.generator import GenerationStats
+from moss_models.core.generator import GenerationStats, allocate_cache
 from moss_models.core.kv_cache import KVCache
 from moss_models.core.methods import Baseline, Method
 from moss_models.core.sampling import SamplingConfig
@@ -118,5 +118,4 @@ def estimate_kv_cache(
     meta = _meta(family)
     schedule = meta.schedule(resolution, aspect_ratio)
     plan = (method or Baseline()).plan(schedule.grids)
-    rows = batch_size * (2 if guidance or plan.needs_unconditional else 1)
-    return meta.kv_cache(rows, plan.cache_capacity(meta.num_layers if plan.uncached else None))
+    return allocate_cache(meta, plan, batch_size, guidance)

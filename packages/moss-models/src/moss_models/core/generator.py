@@ -18,10 +18,11 @@ from typing import Any
 import torch
 
 from moss_models.core.family import ScaleFamily
+from moss_models.core.kv_cache import KVCache
 from moss_models.core.methods import Baseline, Method, RunInfo, method_by_name
 from moss_models.core.pass_spec import PassSpec
 from moss_models.core.sampling import SamplingConfig, make_generators
-from moss_models.core.steps import Step, StepTokens
+from moss_models.core.steps import Step, StepPlan, StepTokens
 from moss_models.core.timing import StageClock
 
 KEEP_OPTIONS = ("logits", "latents", "hidden")
@@ -205,7 +206,7 @@ class NextScaleGenerator:
         guidance = family.uses_guidance(sampling, schedule) or plan.needs_unconditional
         attention = method.attention.for_dry_run() if dry else method.attention
         rows = 2 * batch if guidance else batch
-        cache = family.kv_cache(rows, plan.cache_capacity(family.num_layers if plan.uncached else None))
+        cache = allocate_cache(family, plan, batch, guidance)
         positions = family.positions(schedule)
         generators = None if dry else make_generators(list(seeds), sampling.seeding, device)
         hooks = method.pass_hooks(
@@ -308,6 +309,13 @@ class NextScaleGenerator:
         )
         truncated = list(getattr(cond, "truncated", None) or [])
         return GenerationResult(images, decoded, latent, outputs, stats, method.name, truncated)
+
+
+def allocate_cache(family: ScaleFamily, plan: StepPlan, batch: int, guidance: bool) -> KVCache:
+    """The KV cache a generation allocates: every CFG row its passes carry (the unconditional ones whenever a pass
+    runs on them), each layer sized by the plan."""
+    rows = 2 * batch if guidance or plan.needs_unconditional else batch
+    return family.kv_cache(rows, plan.cache_capacity(_num_layers(family)))
 
 
 def _num_layers(family: ScaleFamily) -> int | None:

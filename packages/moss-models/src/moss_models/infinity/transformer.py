@@ -42,14 +42,10 @@ class TextContext:
     gss: torch.Tensor  # (B, 1, 6, C) fp32: shared AdaLN gains
     ca_kv: torch.Tensor  # (N_text, D): projected text tokens for cross-attention, all rows packed
     cu_seqlens: torch.Tensor  # (B + 1,) int32 offsets into ca_kv
-    has_uncond: bool = False  # the second half of the rows are the images' unconditional rows (CFG)
     # the same offsets on the host, read once when the context is made: every cross-attention of every pass slices
     # the text with them, and reading a device tensor there would synchronise the device once per layer
-    bounds: tuple[int, ...] = ()
-
-    def __post_init__(self) -> None:
-        if not self.bounds:
-            self.bounds = tuple(int(v) for v in self.cu_seqlens.tolist())
+    bounds: tuple[int, ...]
+    has_uncond: bool = False  # the second half of the rows are the images' unconditional rows (CFG)
 
     @property
     def batch_size(self) -> int:
