@@ -102,3 +102,18 @@ def test_unknown_scorer_and_parameters():
         frequency_score(torch.zeros(1, 1, 8, 8), "fft", cutoff=0)
     with pytest.raises(ValueError, match="seed must be an int"):
         frequency_score(torch.zeros(1, 1, 8, 8), "random", seed="0")
+
+
+def test_trusted_values_skip_only_the_value_checks():
+    # Inside a generation the latent comes from the model and is checked once afterwards; reading it for a NaN
+    # check in every call would synchronise a GPU. Shapes are still checked, and the checks return after.
+    from moss_dispatch import trusted_values
+
+    x = torch.zeros(1, 2, 8, 8)
+    x[0, 1, 3, 3] = float("nan")
+    with trusted_values():
+        assert frequency_score(x, "variance").shape == (1, 8, 8)
+        with pytest.raises(ValueError, match=r"latent must have shape \(B, C, H, W\)"):
+            frequency_score(torch.zeros(2, 8, 8))
+    with pytest.raises(ValueError, match="latent contains non-finite values"):
+        frequency_score(x, "variance")

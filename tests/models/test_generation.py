@@ -172,14 +172,18 @@ def test_per_scale_cfg_and_tau(tiny_generator, fixture_text):
 
 
 def test_triton_rope_gives_the_torch_rope_result(tiny_generator, fixture_text):
-    # cssa_triton: the same generation with the fused Triton RoPE kernel (interpreted on CPU).
-    # The one attention setting reaches the drafter's passes and the packed stage alike.
+    # cssa_triton: the same generation with the fused Triton q/k kernel (interpreted on CPU): normalisation,
+    # scale, RoPE and the cache write in one launch. The one attention setting reaches the drafter's passes and
+    # the packed stage alike. The kernel's norm is reduced in another order (1 ulp in q and k); the text
+    # cross-attention rounds its inputs to bf16, where such an ulp now and then flips a rounding (2^-8
+    # relative), so a few logits move by up to ~1e-3 and the rest agree to 1e-5.
     moss = Moss.preset("k3")
     triton = Moss.preset("k3", attention=AttentionSpec(rope_impl="triton"))
     a = tiny_generator.generate(fixture_text, [1, 2], resolution=256, method=moss, keep=("logits",))
     b = tiny_generator.generate(fixture_text, [1, 2], resolution=256, method=triton, keep=("logits",))
     for la, lb in zip(a.logits, b.logits, strict=True):
-        torch.testing.assert_close(la, lb, rtol=0, atol=1e-5)
+        torch.testing.assert_close(la, lb, rtol=0, atol=2e-3)
+        assert ((la - lb).abs() <= 1e-5).float().mean() >= 0.98
 
 
 @pytest.mark.parametrize("preset", [None, "k2", "k5"])

@@ -56,7 +56,16 @@ CASES = [
     ("fastervar-ranks", ["moss=fastervar", "moss.ranks={{-3:[0.1]}}"], "rank ratios for 1 block groups"),
     ("k3-cfgoff-mixed", ["moss=k3+cfgoff", "moss.parts.0.scales=[-1]"], "guided for some scales and not"),
     ("prompt-file-latin1", ["data=prompts_file", "data.path={latin1}"], "line 3"),
+    ("cuda-graphs-not-bool", ["generation.cuda_graphs=maybe"], "generation.cuda_graphs='maybe'"),
+    (
+        "cuda-graphs-with-a-peer",
+        ["moss=fastvar", "generation.cuda_graphs=true"],
+        "generation.cuda_graphs=true with moss=fastvar",
+    ),
+    ("cuda-graphs-flex", ["attn=cssa_flex", "generation.cuda_graphs=true"], "generation.cuda_graphs=true"),
 ]
+if not __import__("torch").cuda.is_available():
+    CASES.append(("cuda-graphs-on-cpu", ["generation.cuda_graphs=true"], "need a CUDA device"))
 
 
 def _cli(args, timeout=90):

@@ -170,3 +170,21 @@ def test_bad_bench_settings(tmp_path, overrides, match):
     )
     with pytest.raises(UserError, match=match):
         run_bench(cfg)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_graph_entries_need_cuda_and_name_a_known_option(tmp_path):
+    cfg = compose_config(["bench.moss=[off,k5,k5@graphs]", f"bench.out_dir={tmp_path}"], tmp_path, "bench")
+    with pytest.raises(UserError, match=r"replay CUDA graphs, which need a CUDA GPU"):
+        run_bench(cfg)
+    cfg = compose_config(["bench.moss=[off,k5@fast]", f"bench.out_dir={tmp_path}"], tmp_path, "bench")
+    with pytest.raises(UserError, match="the only option after a config name is @graphs"):
+        run_bench(cfg)
+
+
+def test_a_graphed_row_is_paired_with_the_first_graphed_row():
+    from moss_run.bench import _reference
+
+    names = ["off", "k5", "off@graphs", "k5@graphs"]
+    assert [_reference(n, names) for n in names] == ["off", "off", "off@graphs", "off@graphs"]
+    assert _reference("k5@graphs", ["off", "k5@graphs"]) == "k5@graphs"

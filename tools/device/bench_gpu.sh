@@ -1,35 +1,61 @@
 #!/usr/bin/env bash
 # The GPU benchmark, as one prepared script for the device machine (under 8 minutes on an H200):
-# Infinity-2B architecture with seeded random weights at 1024², batch 1, CFG 3, bf16 blocks, interleaved in one
-# process: with attn=cssa the baseline, k2…k5, skip1/skip2, the peers (fastvar, fastervar) and two combinations
-# (k3+cfgoff, k2+fastvar); with attn=cssa_triton the baseline and k2…k5. Latency does not depend on weight values.
+# Infinity-2B architecture with seeded random weights at 1024², batch 1, CFG 3, bf16 blocks, every method of
+# conf/moss interleaved in one process per attention setting, each eager and (where a graph can hold it) with
+# every pass replayed as a CUDA graph (`name@graphs`). Latency does not depend on weight values.
 #
 #   here:   bash tools/device/fetch_wheels.sh
 #   device: bash tools/device/bench_gpu.sh        (carry .whl)
 # Results: benchmarks/results/<device>-infinity_2b-<attn>-<date>.{json,md} (bench.out_dir=benchmarks/results: these
-# are meant to be committed), and this run's files are also copied to $OUT.
-set -euo pipefail
+# are meant to be committed), and this run's files and log are also copied to $OUT.
+#
+# Which torch it measures: the project's locked environment when `uv sync --locked --offline` can build it (uv and
+# its cache present, as on a developer's GPU machine); otherwise the machine's own torch, with the workspace on
+# PYTHONPATH (a device machine without a package index cannot install the locked CUDA torch). The versions are
+# printed first, and a torch that differs from uv.lock's is said so in one line, so a result is never quoted as
+# the locked torch's when it is not.
+set -uo pipefail
 cd "$(dirname "$0")/../.."
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site
-fi
-# The workspace packages run from source: nothing to build or resolve on a machine without an index.
-export PYTHONPATH="packages/moss-dispatch/src:packages/moss-attention/src:packages/moss-models/src:packages/moss-eval/src:tools${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1 WANDB_MODE=disabled
-python3 - <<'PY'
+log=${OUT:+$OUT/bench_gpu.log}
+exec > >(tee ${log:-/dev/null}) 2>&1
+
+if command -v uv >/dev/null 2>&1 && uv sync --locked --offline -q 2>/dev/null; then
+  PY=(uv run --locked --offline python)
+  env_note="the locked environment (uv sync --locked)"
+else
+  if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site
+  fi
+  # The workspace packages run from source: nothing to build or resolve on a machine without an index.
+  export PYTHONPATH="packages/moss-dispatch/src:packages/moss-attention/src:packages/moss-models/src:packages/moss-eval/src:tools${PYTHONPATH:+:$PYTHONPATH}"
+  PY=(python3)
+  env_note="the machine's python3 (no offline uv environment could be built)"
+fi
+locked=$(awk '/^name = "torch"$/{getline; sub(/^version = "/,""); sub(/"$/,""); print; exit}' uv.lock)
+echo "environment: $env_note"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+"${PY[@]}" - "$locked" <<'PY'
+import sys
 import hydra, omegaconf, torch, triton
-print(f"torch {torch.__version__}, triton {triton.__version__}, hydra {hydra.__version__}, {torch.cuda.get_device_name(0)}")
+locked = sys.argv[1]
+print(f"torch {torch.__version__} (CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}), "
+      f"triton {triton.__version__}, hydra {hydra.__version__}, {torch.cuda.get_device_name(0)}")
+if torch.__version__.split("+")[0] != locked.split("+")[0]:
+    print(f"NOTE: this is torch {torch.__version__}, not the locked torch {locked} of uv.lock")
 PY
+
 status=0
 started=$(mktemp)   # files newer than this are the ones this run wrote
 run_bench() {  # attn, timeout, method list
-  timeout "$2" python3 tools/bench.py model=infinity_2b model.weights=random "bench.moss=$3" \
-      attn="$1" generation.batch_size=1 bench.warmup=2 bench.repeats=7 bench.peak_flops=790e12 \
+  timeout "$2" "${PY[@]}" tools/bench.py model=infinity_2b model.weights=random "bench.moss=$3" \
+      attn="$1" generation.batch_size=1 bench.warmup=2 bench.repeats=7 bench.peak_flops=989e12 \
       bench.out_dir=benchmarks/results hydra.run.dir="/tmp/moss-bench-$1" || status=$?
 }
-run_bench cssa 270 '[off,k2,k3,k4,k5,skip1,skip2,fastvar,fastervar,k3+cfgoff,k2+fastvar]'
-run_bench cssa_triton 180 '[off,k2,k3,k4,k5]'
+# Every conf/moss method eagerly; with graphs, the ones a graph can hold (the peers keep state inside the passes).
+run_bench cssa 280 '[off,k2,k3,k4,k5,skip1,skip2,fastvar,fastervar,cfgoff,k3+cfgoff,k2+fastvar,off@graphs,k2@graphs,k3@graphs,k4@graphs,k5@graphs,skip2@graphs,k3+cfgoff@graphs]'
+run_bench cssa_triton 170 '[off,k2,k3,k4,k5,off@graphs,k2@graphs,k3@graphs,k4@graphs,k5@graphs]'
 if [ -n "${OUT:-}" ]; then
   find benchmarks/results -maxdepth 1 -newer "$started" \( -name '*.json' -o -name '*.md' \) -exec cp {} "$OUT"/ \;
 fi

@@ -135,6 +135,24 @@ def speedup_flags(median: float, q25: float, q75: float, flop_bound: float) -> l
     return flags
 
 
+def gemm_rate(device: torch.device, n: int = 8192, repeats: int = 20) -> float | None:
+    """The bf16 matmul rate this GPU sustains (FLOP/s of an ``n³`` GEMM), the realistic ceiling beside the
+    datasheet peak; None off CUDA."""
+    if device.type != "cuda":
+        return None
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(repeats):
+        a @ b
+    end.record()
+    torch.cuda.synchronize(device)
+    return 2 * n**3 * repeats / (start.elapsed_time(end) / 1e3)
+
+
 def _loadavg() -> list[float] | None:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -154,8 +172,23 @@ def _threads_setting(cfg: DictConfig) -> int | None:
     return threads
 
 
+GRAPHS = "@graphs"  # a bench.moss entry ``k5@graphs``: the method with every pass replayed as a CUDA graph
+
+
 def _methods(cfg: DictConfig) -> dict[str, Method]:
-    return {name: method_by_name(name, cfg) for name in cfg.bench.moss}
+    methods = {}
+    for name in cfg.bench.moss:
+        base, at, option = str(name).partition("@")
+        if at and at + option != GRAPHS:
+            raise UserError(f"bench.moss entry {name!r}: the only option after a config name is {GRAPHS}")
+        methods[name] = method_by_name(base, cfg)
+    return methods
+
+
+def _reference(name: str, names: list[str]) -> str:
+    """The row a config's speedup is paired with: the first entry run the same way (eager, or with graphs)."""
+    same = [n for n in names if n.endswith(GRAPHS) == name.endswith(GRAPHS)]
+    return same[0] if same else names[0]
 
 
 def _thresholds(method: Method) -> list[float] | None:
@@ -211,7 +244,7 @@ def measure_rows(cfg: DictConfig, device: torch.device) -> list[dict]:
             wall0, cpu0 = time.perf_counter(), time.process_time()
             result = generator.generate(
                 text, seeds, resolution=res, aspect_ratio=ratio, sampling=sampling, method=configs[name],
-                decode=bool(cfg.bench.decode), clock=timer,
+                decode=bool(cfg.bench.decode), clock=timer, graphs=name.endswith(GRAPHS),
             )  # fmt: skip
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -233,7 +266,6 @@ def measure_rows(cfg: DictConfig, device: torch.device) -> list[dict]:
             cfg.bench.repeats,
             {n: round(x["seconds"]["backbone"], 4) for n, x in rounds[-1].items()},
         )
-    base = names[0]
     rows = []
     for name in names:
         runs = [rd[name] for rd in rounds]
@@ -252,8 +284,12 @@ def measure_rows(cfg: DictConfig, device: torch.device) -> list[dict]:
                 "scales": scales_label(grids, configs[name]),
                 "backbone_s": _spread(backbone),
                 "stage_s": {s: statistics.median(x["seconds"].get(s, 0.0) for x in runs) for s in stages},
+                "speedup_reference": _reference(name, names),
                 "speedup": _spread(
-                    [rd[base]["seconds"]["backbone"] / rd[name]["seconds"]["backbone"] for rd in rounds]
+                    [
+                        rd[_reference(name, names)]["seconds"]["backbone"] / rd[name]["seconds"]["backbone"]
+                        for rd in rounds
+                    ]
                 ),
                 # the whole generate() call (the backbone, plus the decode when bench.decode is on)
                 "wall_s": _spread([x["wall"] for x in runs]),
@@ -266,11 +302,13 @@ def measure_rows(cfg: DictConfig, device: torch.device) -> list[dict]:
                 "achieved_flops_per_s": flops / statistics.median(backbone),
             }
         )
+    by_name = {r["moss"]: r for r in rows}
     for r in rows:
-        r["flop_ratio"] = rows[0]["flops_backbone"] / r["flops_backbone"]
-        r["kv_reduction"] = 1 - r["kv_cache_bytes"] / rows[0]["kv_cache_bytes"]
+        ref = by_name[r["speedup_reference"]]
+        r["flop_ratio"] = ref["flops_backbone"] / r["flops_backbone"]
+        r["kv_reduction"] = 1 - r["kv_cache_bytes"] / ref["kv_cache_bytes"]
         s = r["speedup"]
-        r["flag"] = [] if r is rows[0] else speedup_flags(s["median"], s["q25"], s["q75"], r["flop_ratio"])
+        r["flag"] = [] if r is ref else speedup_flags(s["median"], s["q25"], s["q75"], r["flop_ratio"])
         if cfg.bench.peak_flops:
             r["fraction_of_peak"] = r["achieved_flops_per_s"] / float(cfg.bench.peak_flops)
     return rows
@@ -305,6 +343,9 @@ def markdown(cfg: DictConfig, rows: list[dict], meta: dict) -> str:
             f"({'bench.threads' if setting is not None else 'torch default, bench.threads=null'}) on "
             f"{meta['cpu_count']} CPUs; load average (1/5/15 min) {load_text} (before → after)",
         ]
+    if meta.get("gemm_flops_per_s"):
+        head += ["", f"{meta['gpu']}, CUDA {meta['cuda']}: a bf16 8192³ GEMM runs at "
+                 f"{meta['gemm_flops_per_s'] / 1e12:.0f} TFLOP/s here (% of GEMM below is against it)"]  # fmt: skip
     head.append("")
 
     def with_paper(value: str, key: str, name: str, fmt: str) -> str:
@@ -333,6 +374,8 @@ def markdown(cfg: DictConfig, rows: list[dict], meta: dict) -> str:
             "FLOPs", "FLOP/s"]  # fmt: skip
     if any("fraction_of_peak" in r for r in rows):
         cols.append("% of peak")
+    if any("fraction_of_gemm" in r for r in rows):
+        cols.append("% of GEMM")
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         b, s = r["backbone_s"], r["speedup"]
@@ -349,8 +392,11 @@ def markdown(cfg: DictConfig, rows: list[dict], meta: dict) -> str:
         ]  # fmt: skip
         if "fraction_of_peak" in r:
             cells.append(f"{100 * r['fraction_of_peak']:.1f}%")
+        if "fraction_of_gemm" in r:
+            cells.append(f"{100 * r['fraction_of_gemm']:.1f}%")
         lines.append("| " + " | ".join(cells) + " |")
-    notes = ["", "Speedup: median over rounds of the paired ratio (baseline / config) within a round. FLOP bound: "
+    notes = ["", "Speedup: median over rounds of the paired ratio (baseline / config) within a round; the baseline "
+             f"of a `{GRAPHS}` row (its passes replayed as CUDA graphs) is the first `{GRAPHS}` row. FLOP bound: "
              "baseline FLOPs / config FLOPs (meta-device count of the same passes), the most a FLOP-bound run could gain. "
              "CPU s / wall s: medians of the process CPU seconds and wall seconds of each generate() call; on a CPU "
              "run with one thread, CPU s well below wall s means the process waited for a core (on a GPU, CPU s is "
@@ -396,6 +442,11 @@ def run_bench(cfg: DictConfig) -> dict:
         and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
     ):
         raise UserError(f"attn={attn_name} needs CUDA for the Triton RoPE; on CPU benchmark attn=cssa")
+    graphed = [n for n in cfg.bench.moss if str(n).endswith(GRAPHS)]
+    if graphed and mode == "measure" and device.type != "cuda":
+        raise UserError(
+            f"bench.moss entries {graphed} replay CUDA graphs, which need a CUDA GPU; drop {GRAPHS} on this machine"
+        )
     if mode == "measure" and cfg.bench.moss[0] != "off":
         log.warning("the first bench.moss entry (%s) is the reference for speedups", cfg.bench.moss[0])
     default_threads = torch.get_num_threads()
@@ -406,6 +457,7 @@ def run_bench(cfg: DictConfig) -> dict:
         loadavg_before = _loadavg()
         rows = accounting_rows(cfg) if mode == "accounting" else measure_rows(cfg, device)
         loadavg_after = _loadavg()
+        gemm = gemm_rate(device) if mode == "measure" else None
     finally:
         torch.set_num_threads(default_threads)  # for callers in the same process (tests)
     meta = {
@@ -430,7 +482,13 @@ def run_bench(cfg: DictConfig) -> dict:
         "cpu_count": os.cpu_count(),
         "loadavg_before": loadavg_before,
         "loadavg_after": loadavg_after,
+        "cuda": torch.version.cuda if device.type == "cuda" else None,
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "gemm_flops_per_s": gemm,
     }
+    if gemm:
+        for r in rows:
+            r["fraction_of_gemm"] = r["achieved_flops_per_s"] / gemm
     table = markdown(cfg, rows, meta)
     print(table)
     out = Path(cfg.bench.out_dir)

@@ -26,6 +26,7 @@ class GenerationConfig:
     top_p: float = 0.97
     seeding: str = "per_image"
     batch_size: int = 1
+    cuda_graphs: bool = False  # capture each transformer pass once per shape and replay it (CUDA only)
 
     def __post_init__(self) -> None:
         for name in ("cfg", "tau"):  # a number or one per scale, as floats (so 3 and 3.0 are one setting)

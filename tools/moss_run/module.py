@@ -52,6 +52,7 @@ class GenerationModule(L.LightningModule):
             aspect_ratio=aspect_ratio,
             sampling=self.sampling,
             clock=clock,
+            graphs=self.generation.cuda_graphs,
         )
 
     def on_predict_start(self) -> None:

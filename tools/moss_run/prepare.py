@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from moss_attention import BackendUnavailableError, get_backend
 from moss_eval import RunDirectory, atomic_write_text
 from moss_models import SEEDING_MODES, Method
-from moss_models.core import RunInfo, model_entry
+from moss_models.core import RunInfo, graph_refusal, model_entry
 from moss_models.infinity import DTYPES
 from moss_run.config import GenerationConfig
 from moss_run.data import PromptDataset
@@ -117,6 +117,9 @@ def check_settings(cfg: DictConfig) -> None:
     batch = _get(cfg, "generation.batch_size")
     if not _is_int(batch) or batch < 1:
         raise UserError(f"generation.batch_size={batch!r} is not allowed: it must be an int >= 1")
+    graphs = _get(cfg, "generation.cuda_graphs")
+    if not isinstance(graphs, bool):
+        raise UserError(f"generation.cuda_graphs={graphs!r} is not allowed: it must be true or false")
     seed = _get(cfg, "seed")
     if not _is_int(seed) or not 0 <= seed < 2**63:
         raise UserError(f"seed={seed!r} is not allowed: it must be an int in [0, 2**63)")
@@ -201,7 +204,13 @@ def build_method(cfg: DictConfig) -> Method:
             info = RunInfo(
                 plan, grids, (0,), 1, True, entry.family, torch.device("meta"), groups[-1].stop, groups
             )
-            method.pass_hooks(info)
+            hooks = method.pass_hooks(info)
+            if _get(cfg, "generation.cuda_graphs") and (hooks.sublayer or hooks.block_group):
+                raise UserError(
+                    f"generation.cuda_graphs=true with moss={cfg.moss.name}: this method places hooks inside the "
+                    "passes, whose per-generation state (cached outputs, random draws) a replayed CUDA graph would "
+                    "not update; use generation.cuda_graphs=false with it"
+                )
     except ValueError as err:
         raise UserError(f"moss={cfg.moss.name}: {err}") from None
     return method
@@ -225,6 +234,13 @@ def check_machine(cfg: DictConfig, method: Method, fallbacks: list[str]) -> Meth
             f"attn={attn_name}: {err}. Use attn=cssa (torch sdpa) or attn=cssa_flex instead."
         ) from None
     gpu_run = cuda and accelerator in ("gpu", "cuda", "auto")
+    if _get(cfg, "generation.cuda_graphs"):
+        reason = graph_refusal(method, (), torch.device("cuda" if gpu_run else "cpu"))
+        if reason is not None:
+            raise UserError(
+                f"generation.cuda_graphs=true with attn={attn_name} on trainer.accelerator={accelerator}: {reason}. "
+                "Use generation.cuda_graphs=false here."
+            )
     if (
         method.attention.rope_impl == "triton"
         and not gpu_run

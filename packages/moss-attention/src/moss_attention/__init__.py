@@ -18,6 +18,7 @@ from moss_attention.attention import (
     MODES,
     MixedScaleAttention,
     attention_mask,
+    attention_over_cache,
     cosine_attention_qk,
     dense_attention_reference,
     mixed_scale_attention,
@@ -30,6 +31,7 @@ from moss_attention.backends import (
     get_backend,
     register_backend,
 )
+from moss_attention.qk import RopeAngles, cosine_multiplier, cosine_qk_rope, gather_rope_angles, qk_scale
 from moss_attention.rope import RopeTables, apply_rope_2d, precompute_rope_tables, scale_positions
 from moss_attention.schemes import (
     InfinityRope2D,
@@ -39,12 +41,16 @@ from moss_attention.schemes import (
     rope_scheme_names,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-_TRITON_EXPORTS = ("apply_rope_2d_triton", "precompute_rope_tables_triton")
+_TRITON_EXPORTS = ("apply_rope_2d_triton", "precompute_rope_tables_triton", "cosine_qk_rope_triton")
 
 
 def __getattr__(name: str) -> Any:
+    if name == "cosine_qk_rope_triton":
+        from moss_attention.ops import qk_rope
+
+        return qk_rope.cosine_qk_rope_triton
     if name in _TRITON_EXPORTS:
         from moss_attention.ops import rope_2d
 
@@ -58,19 +64,26 @@ __all__ = [
     "BackendUnavailableError",
     "InfinityRope2D",
     "MixedScaleAttention",
+    "RopeAngles",
     "RopeScheme",
     "RopeTables",
     "apply_rope_2d",
     "apply_rope_2d_triton",
     "attention_mask",
+    "attention_over_cache",
     "available_backends",
     "backend_names",
     "cosine_attention_qk",
+    "cosine_multiplier",
+    "cosine_qk_rope",
+    "cosine_qk_rope_triton",
     "dense_attention_reference",
+    "gather_rope_angles",
     "get_backend",
     "mixed_scale_attention",
     "precompute_rope_tables",
     "precompute_rope_tables_triton",
+    "qk_scale",
     "register_backend",
     "register_rope_scheme",
     "rope_scheme",

@@ -18,12 +18,12 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from moss_attention.backends import SA_IMPLS, backend_names, get_backend, sa_mask
+from moss_attention.backends import SA_IMPLS, backend_names, get_backend, join_keys_values, sa_mask
+from moss_attention.qk import cosine_multiplier
 from moss_attention.rope import RopeTables, apply_rope_2d
 
 MODES: tuple[str, ...] = ("cssa", "sa")
 ROPE_IMPLS: tuple[str, ...] = ("auto", "triton", "torch")
-MAX_LOG_SCALE = math.log(100.0)  # Infinity clamps the learned log-scale at ln 100
 
 
 def _check_scale_mul(scale_mul: torch.Tensor, heads: int) -> torch.Tensor:
@@ -41,7 +41,7 @@ def cosine_attention_qk(
     ``scale_mul`` is the learned per-head log-scale, ``(H,)`` or Infinity's ``(1, H, 1, 1)``. Done in the
     inputs' dtype, as Infinity does, so results match its numerics.
     """
-    multiplier = _check_scale_mul(scale_mul, q.shape[2]).clamp_max(MAX_LOG_SCALE).exp().to(q.dtype)
+    multiplier = cosine_multiplier(_check_scale_mul(scale_mul, q.shape[2])).to(q.dtype)
     q = F.normalize(q, dim=-1, eps=1e-12) * multiplier[:, None]
     k = F.normalize(k, dim=-1, eps=1e-12)
     return q, k
@@ -148,8 +148,43 @@ def mixed_scale_attention(
         softmax_scale = 1.0 / math.sqrt(q.shape[3])
     elif not isinstance(softmax_scale, int | float) or not softmax_scale > 0:
         raise ValueError(f"softmax_scale must be a positive number or None, got {softmax_scale!r}")
+    keys, values = join_keys_values(k, v, k_cache, v_cache)
     return attend(
-        q, k, v, k_cache, v_cache, scale_ids, mode=mode, scale=float(softmax_scale), sa_impl=sa_impl
+        q, keys, values, scale_ids, cache_len=k_cache.shape[2], mode=mode, scale=float(softmax_scale),
+        sa_impl=sa_impl,
+    )  # fmt: skip
+
+
+def attention_over_cache(
+    q: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    scale_ids: torch.Tensor | None = None,
+    *,
+    cache_len: int,
+    mode: str = "cssa",
+    backend: str = "sdpa",
+    softmax_scale: float,
+    sa_impl: str | None = None,
+) -> torch.Tensor:
+    """The hot-path form of :func:`mixed_scale_attention`: the pass's keys and values were already written after
+    the cache, and ``keys``/``values`` ``(B, H, L + N, D)`` are a view of both, so nothing is concatenated.
+
+    Only the arguments are checked, never tensor values: the caller validates its inputs once per generation.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    attend = get_backend(backend)
+    sa_impl = _resolve_sa_impl(attend, sa_impl)
+    if keys.ndim != 4 or keys.shape[2] != cache_len + q.shape[1] or values.shape[:3] != keys.shape[:3]:
+        raise ValueError(
+            f"keys and values must be (B, H, cache_len + N, D) with cache_len={cache_len} and N={q.shape[1]}, "
+            f"got {tuple(keys.shape)} and {tuple(values.shape)}"
+        )
+    if mode == "sa" and scale_ids is None:
+        raise ValueError("scale_ids (N,) is required for mode 'sa'")
+    return attend(
+        q, keys, values, scale_ids, cache_len=cache_len, mode=mode, scale=softmax_scale, sa_impl=sa_impl
     )
 
 

@@ -37,7 +37,9 @@ class BackendUnavailableError(RuntimeError):
 
 @runtime_checkable
 class AttentionBackend(Protocol):
-    """A backend gets validated, cache-layout inputs; ``scale`` is already resolved (never None)."""
+    """A backend gets validated inputs with the keys and values already joined: the cache first, then the pass's
+    own tokens, so a caller that wrote the pass's keys into its preallocated cache attends over a view of it with
+    no copy. ``scale`` is already resolved (never None)."""
 
     name: str
     sa_impls: tuple[str, ...]  # the first one is the default
@@ -49,12 +51,11 @@ class AttentionBackend(Protocol):
     def __call__(
         self,
         q: torch.Tensor,  # (B, N, H, D)
-        k: torch.Tensor,  # (B, N, H, D)
-        v: torch.Tensor,  # (B, N, H, Dv)
-        k_cache: torch.Tensor,  # (B, H, L, D), L may be 0
-        v_cache: torch.Tensor,  # (B, H, L, Dv)
+        keys: torch.Tensor,  # (B, H, L + N, D): the cache (L may be 0), then the N packed tokens
+        values: torch.Tensor,  # (B, H, L + N, Dv)
         scale_ids: torch.Tensor | None,  # (N,), required for mode "sa"
         *,
+        cache_len: int,  # L
         mode: str,
         scale: float,
         sa_impl: str,
@@ -107,11 +108,17 @@ def _unsort(out: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
     return unsorted
 
 
-def _keys_values(
+def join_keys_values(
     k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cache-then-packed keys and values in ``(B, H, L + N, D)``."""
+    """Cache-then-packed keys and values in ``(B, H, L + N, D)`` (a copy; callers with a preallocated cache
+    write the packed keys into it instead and pass a view)."""
     return torch.cat([k_cache, k.transpose(1, 2)], dim=2), torch.cat([v_cache, v.transpose(1, 2)], dim=2)
+
+
+def _own_scale_keys(keys: torch.Tensor, cache_len: int, start: int, end: int) -> torch.Tensor:
+    """The cache and the packed tokens ``start:end`` of a joined ``(B, H, L + N, D)`` tensor."""
+    return torch.cat([keys[:, :, :cache_len], keys[:, :, cache_len + start : cache_len + end]], dim=2)
 
 
 # ---------------------------------------------------------------------------------------------------- sdpa
@@ -124,20 +131,25 @@ class SdpaBackend:
     def unavailable_reason(self) -> str | None:
         return None
 
-    def __call__(self, q, k, v, k_cache, v_cache, scale_ids, *, mode, scale, sa_impl):
+    def __call__(self, q, keys, values, scale_ids, *, cache_len, mode, scale, sa_impl):
         if mode == "cssa" or sa_impl == "mask":
-            keys, values = _keys_values(k, v, k_cache, v_cache)
-            mask = None if mode == "cssa" else sa_mask(scale_ids, k_cache.shape[2])
+            mask = None if mode == "cssa" else sa_mask(scale_ids, cache_len)
             out = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, attn_mask=mask, scale=scale)
             return out.transpose(1, 2)
         # One call per scale, as the paper's SA runs it: each scale's queries see the cache and its own keys.
         runs, order = group_by_scale(scale_ids)
-        if order is not None:
-            q, k, v = q[:, order], k[:, order], v[:, order]
-        out = q.new_empty(*q.shape[:3], v.shape[3])
+        if order is not None:  # sort the packed keys with the queries; the cache stays first
+            q = q[:, order]
+            perm = torch.cat([torch.arange(cache_len, device=order.device), cache_len + order])
+            keys, values = keys[:, :, perm], values[:, :, perm]
+        out = q.new_empty(*q.shape[:3], values.shape[3])
         for start, end in runs:
-            keys, values = _keys_values(k[:, start:end], v[:, start:end], k_cache, v_cache)
-            part = F.scaled_dot_product_attention(q[:, start:end].transpose(1, 2), keys, values, scale=scale)
+            part = F.scaled_dot_product_attention(
+                q[:, start:end].transpose(1, 2),
+                _own_scale_keys(keys, cache_len, start, end),
+                _own_scale_keys(values, cache_len, start, end),
+                scale=scale,
+            )
             out[:, start:end] = part.transpose(1, 2)
         return _unsort(out, order)
 
@@ -164,13 +176,12 @@ class FlexBackend:
             return f"torch {torch.__version__} has no torch.nn.attention.flex_attention (needs torch >= 2.5)"
         return None
 
-    def __call__(self, q, k, v, k_cache, v_cache, scale_ids, *, mode, scale, sa_impl):
+    def __call__(self, q, keys, values, scale_ids, *, cache_len, mode, scale, sa_impl):
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-        keys, values = _keys_values(k, v, k_cache, v_cache)
         block_mask = None
         if mode == "sa":
-            cache_len, packed = k_cache.shape[2], q.shape[1]
+            packed = q.shape[1]
             ids = scale_ids.to(torch.int32)
             kv_ids = torch.cat([torch.full((cache_len,), -1, dtype=torch.int32, device=ids.device), ids])
 
@@ -219,20 +230,22 @@ class XformersBackend:
             return None
         return f"{reason}. The xformers backend needs a CUDA GPU and a working xformers: {INSTALL_XFORMERS}"
 
-    def __call__(self, q, k, v, k_cache, v_cache, scale_ids, *, mode, scale, sa_impl):
+    def __call__(self, q, keys, values, scale_ids, *, cache_len, mode, scale, sa_impl):
         import xformers.ops as xops
 
         if not q.is_cuda:
             raise ValueError(f"backend 'xformers' needs CUDA tensors, got q on {q.device}")
-        k_cache, v_cache = k_cache.transpose(1, 2), v_cache.transpose(1, 2)  # xformers wants (B, L, H, D)
+        keys, values = keys.transpose(1, 2), values.transpose(1, 2)  # xformers wants (B, L + N, H, D)
         if mode == "cssa":
-            keys, values = torch.cat([k_cache, k], dim=1), torch.cat([v_cache, v], dim=1)
             return xops.memory_efficient_attention(q, keys, values, scale=scale)
         runs, order = group_by_scale(scale_ids)
         if order is not None:
-            q, k, v = q[:, order], k[:, order], v[:, order]
+            q = q[:, order]
+            perm = torch.cat([torch.arange(cache_len, device=order.device), cache_len + order])
+            keys, values = keys[:, perm], values[:, perm]
         batch, packed, heads, _ = q.shape
-        cache_len = k_cache.shape[1]
+        k_cache, v_cache = keys[:, :cache_len], values[:, :cache_len]
+        k, v = keys[:, cache_len:], values[:, cache_len:]
         # Sequence (b, s) = queries of scale s of image b; its keys = image b's cache ++ its scale's tokens.
         keys = torch.cat([t for a, e in runs for t in (k_cache, k[:, a:e])], dim=1)
         values = torch.cat([t for a, e in runs for t in (v_cache, v[:, a:e])], dim=1)

@@ -11,9 +11,11 @@ Pure torch on ``(B, C, H, W)`` latents and lists of ``(h, w)`` grids; it knows n
 * :func:`search_thresholds` — the paper's offline top-down threshold search;
 * token pruning inside a scale for the peers — :func:`mean_deviation_score` / :func:`keep_top` (FastVAR) and
   :func:`norm_sampling_probs` / :func:`sample_rows` (FasterVAR's representative tokens);
+* :func:`trusted_values` — skip the NaN/inf checks (device reads) inside a loop that validates its own result;
 * accounting — tokens processed, forward passes and KV-cache tokens/bytes for baseline runs and plans.
 """
 
+from moss_dispatch._checks import trusted_values
 from moss_dispatch.accounting import TokenAccount, baseline_account, kv_cache_bytes, scale_tokens
 from moss_dispatch.composite import INTERPOLATION_MODES, composite, scatter_to_grid, upsample_to
 from moss_dispatch.plan import (
@@ -37,7 +39,7 @@ from moss_dispatch.scorers import (
 )
 from moss_dispatch.search import SearchStep, ThresholdSearchResult, search_thresholds
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 __all__ = [
     "INTERPOLATION_MODES",
@@ -68,6 +70,7 @@ __all__ = [
     "scale_tokens",
     "scatter_to_grid",
     "search_thresholds",
+    "trusted_values",
     "upsample_to",
     "variance_score",
 ]

@@ -6,13 +6,33 @@ wrong tensor fails at the boundary with a message a user can act on, not deep in
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from numbers import Real
 
 import torch
 
 Grid = tuple[int, int]
+
+# Whether tensor values are checked (NaN/inf). Reading a value back from a GPU synchronises it, so a caller that
+# produced the tensors itself and checks its result once (the generator of moss-models) turns this off for the
+# inner loop of a generation; shapes, dtypes and settings are still checked, on the host.
+_CHECK_VALUES: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "moss_dispatch_check_values", default=True
+)
+
+
+@contextlib.contextmanager
+def trusted_values() -> Iterator[None]:
+    """Inside this block moss-dispatch does not read tensor values back to check them for NaN/inf (no device
+    synchronisation); every other check still runs. For loops over tensors the caller made and validates once."""
+    token = _CHECK_VALUES.set(False)
+    try:
+        yield
+    finally:
+        _CHECK_VALUES.reset(token)
 
 
 def check_schedule(schedule: Sequence, name: str = "schedule") -> list[Grid]:
@@ -74,7 +94,9 @@ def check_finite_tensor(x: torch.Tensor, ndim: int, name: str, layout: str) -> N
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     if x.numel() == 0:
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
-    if x.device.type != "meta" and not bool(torch.isfinite(x).all()):  # a meta tensor (dry run) has no values
+    if not _CHECK_VALUES.get() or x.device.type == "meta":  # trusted, or a meta tensor (dry run): no values
+        return
+    if not bool(torch.isfinite(x).all()):
         n_nan = int(torch.isnan(x).sum())
         n_inf = int(torch.isinf(x).sum())
         raise ValueError(

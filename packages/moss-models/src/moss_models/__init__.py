@@ -55,7 +55,7 @@ from moss_models.core.checkpoints import (
 )
 from moss_models.infinity import CheckpointNotFoundError
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 __all__ = [
     "MODELS",

@@ -179,6 +179,34 @@ def _rotate_rows(
 
 
 @triton.jit
+def _rows_and_angles(
+    pid, num_rows, N, H, num_pairs, cos_ptr, sin_ptr, starts_ptr, widths_ptr,
+    sid_ptr, row_ptr, col_ptr, sid_sb, sid_sn, row_sb, row_sn, col_sb, col_sn,
+    BLOCK_ROWS: tl.constexpr, BLOCK_PAIRS: tl.constexpr,
+):  # fmt: skip
+    # A "row" is one (token, head): r = (b * N + n) * H + h. The heads of a token share its cos/sin row, found
+    # from the token's scale and its position on that scale's grid. Shared by every kernel that rotates.
+    r = pid.to(tl.int64) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+    row_mask = r < num_rows
+    r = tl.where(row_mask, r, 0)  # keep index loads of the tail in bounds (nothing is bounds-checked)
+    token = r // H
+    h = r - token * H
+    b = token // N
+    n = token - b * N
+    scale = tl.load(sid_ptr + b * sid_sb + n * sid_sn).to(tl.int64)
+    i = tl.load(row_ptr + b * row_sb + n * row_sn).to(tl.int64)
+    j = tl.load(col_ptr + b * col_sb + n * col_sn).to(tl.int64)
+    t = tl.load(starts_ptr + scale).to(tl.int64) + i * tl.load(widths_ptr + scale).to(tl.int64) + j
+
+    p = tl.arange(0, BLOCK_PAIRS)
+    mask = row_mask[:, None] & (p < num_pairs)[None, :]
+    table = t[:, None] * num_pairs + p[None, :]
+    cos = tl.load(cos_ptr + table, mask=mask, other=1.0)
+    sin = tl.load(sin_ptr + table, mask=mask, other=0.0)
+    return b, n, h, p, mask, cos, sin
+
+
+@triton.jit
 def _apply_rope_2d_kernel(
     q_ptr,  # (B, N, H, D), any strides
     k_ptr,
@@ -206,25 +234,11 @@ def _apply_rope_2d_kernel(
     BLOCK_ROWS: tl.constexpr,
     BLOCK_PAIRS: tl.constexpr,
 ):  # fmt: skip
-    # A "row" is one (token, head): r = (b * N + n) * H + h. One program rotates BLOCK_ROWS rows x all pairs
-    # of both q and k; the heads of a token share its cos/sin row.
-    r = tl.program_id(0).to(tl.int64) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
-    row_mask = r < num_rows
-    r = tl.where(row_mask, r, 0)  # keep index loads of the tail in bounds (nothing is bounds-checked)
-    token = r // H
-    h = r - token * H
-    b = token // N
-    n = token - b * N
-    scale = tl.load(sid_ptr + b * sid_sb + n * sid_sn).to(tl.int64)
-    i = tl.load(row_ptr + b * row_sb + n * row_sn).to(tl.int64)
-    j = tl.load(col_ptr + b * col_sb + n * col_sn).to(tl.int64)
-    t = tl.load(starts_ptr + scale).to(tl.int64) + i * tl.load(widths_ptr + scale).to(tl.int64) + j
-
-    p = tl.arange(0, BLOCK_PAIRS)
-    mask = row_mask[:, None] & (p < num_pairs)[None, :]
-    table = t[:, None] * num_pairs + p[None, :]
-    cos = tl.load(cos_ptr + table, mask=mask, other=1.0)
-    sin = tl.load(sin_ptr + table, mask=mask, other=0.0)
+    # One program rotates BLOCK_ROWS (token, head) rows x all pairs of both q and k.
+    b, n, h, p, mask, cos, sin = _rows_and_angles(
+        tl.program_id(0), num_rows, N, H, num_pairs, cos_ptr, sin_ptr, starts_ptr, widths_ptr,
+        sid_ptr, row_ptr, col_ptr, sid_sb, sid_sn, row_sb, row_sn, col_sb, col_sn, BLOCK_ROWS, BLOCK_PAIRS,
+    )  # fmt: skip
     _rotate_rows(q_ptr, q_out_ptr, b, n, h, q_sb, q_sn, q_sh, q_sd, qo_sb, qo_sn, qo_sh, qo_sd,
                  cos, sin, p, mask, num_pairs, INTERLEAVED)  # fmt: skip
     _rotate_rows(k_ptr, k_out_ptr, b, n, h, k_sb, k_sn, k_sh, k_sd, ko_sb, ko_sn, ko_sh, ko_sd,

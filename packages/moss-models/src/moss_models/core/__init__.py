@@ -22,6 +22,7 @@ from moss_models.core.generator import (
     PipelineOutput,
     StepOutput,
 )
+from moss_models.core.graphs import PassGraphs, graph_refusal
 from moss_models.core.kv_cache import KVCache
 from moss_models.core.methods import (
     Baseline,
@@ -68,6 +69,7 @@ __all__ = [
     "Modifier",
     "Moss",
     "NextScaleGenerator",
+    "PassGraphs",
     "PassHooks",
     "PassSpec",
     "PipelineOutput",
@@ -86,6 +88,7 @@ __all__ = [
     "SublayerSite",
     "dry_run",
     "estimate_kv_cache",
+    "graph_refusal",
     "load",
     "method_by_name",
     "model_entry",

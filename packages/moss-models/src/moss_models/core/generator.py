@@ -17,7 +17,9 @@ from typing import Any
 
 import torch
 
+from moss_dispatch import trusted_values
 from moss_models.core.family import ScaleFamily
+from moss_models.core.graphs import PassGraphs, graph_refusal, shape_signature
 from moss_models.core.kv_cache import KVCache
 from moss_models.core.methods import Baseline, Method, RunInfo, method_by_name
 from moss_models.core.pass_spec import PassSpec
@@ -134,11 +136,13 @@ class NextScaleGenerator:
         seeds: Sequence[int] | None = None,
         resolution: Any = None,
         aspect_ratio: float = 1.0,
+        graphs: bool = False,
         **sampling: Any,
     ) -> PipelineOutput:
         """Generate one image per prompt; image ``i`` gets ``seed + i`` unless ``seeds`` are given.
 
         ``method``: a name (``"off"``, ``"k2"`` … ``"k5"``, ``"skip1"``, ``"skip2"``) or a method object;
+        ``graphs``: replay the passes as CUDA graphs (see :meth:`generate`);
         ``sampling``: :class:`SamplingConfig` fields (``cfg``, ``tau``, ``top_k``, ``top_p``, ``seeding``).
         """
         from PIL import Image
@@ -151,7 +155,7 @@ class NextScaleGenerator:
         seeds = list(seeds) if seeds is not None else [seed + i for i in range(n)]
         result = self.generate(
             prompts, seeds, method=method, resolution=resolution or self.default_resolution,
-            aspect_ratio=aspect_ratio, sampling=SamplingConfig(**sampling),
+            aspect_ratio=aspect_ratio, sampling=SamplingConfig(**sampling), graphs=graphs,
         )  # fmt: skip
         images = [Image.fromarray(img.cpu().numpy()) for img in result.images]
         return PipelineOutput(images, result.stats, result)
@@ -173,13 +177,17 @@ class NextScaleGenerator:
         hidden_layer: int = -1,
         clock: Any = None,
         instrument: Callable[[int | None], contextlib.AbstractContextManager] | None = None,
+        graphs: bool | PassGraphs = False,
     ) -> GenerationResult:
         """Generate one image per condition (prompt, label, or precomputed features).
 
         ``keep``: intermediates to return per pass (:data:`KEEP_OPTIONS`); ``hidden_layer``: the block whose
         output ``"hidden"`` keeps (negative counts from the last). ``clock``: a stage timer (``.stage(name)``
         context manager, ``.seconds``). ``instrument(i)``: a context manager entered around pass ``i`` (and
-        ``None`` for the conditioning), e.g. a FLOP counter.
+        ``None`` for the conditioning), e.g. a FLOP counter. ``graphs``: capture every transformer pass as a CUDA
+        graph on the first generation of a shape and replay it for later ones (the generator keeps them; or a
+        :class:`~moss_models.core.graphs.PassGraphs` of your own); refused, with the reason, where a graph cannot
+        hold the pass.
         """
         family = self.family
         method = method or Baseline()
@@ -206,7 +214,6 @@ class NextScaleGenerator:
         guidance = family.uses_guidance(sampling, schedule) or plan.needs_unconditional
         attention = method.attention.for_dry_run() if dry else method.attention
         rows = 2 * batch if guidance else batch
-        cache = allocate_cache(family, plan, batch, guidance)
         positions = family.positions(schedule)
         generators = None if dry else make_generators(list(seeds), sampling.seeding, device)
         hooks = method.pass_hooks(
@@ -215,6 +222,14 @@ class NextScaleGenerator:
                 num_layers=_num_layers(family), layer_groups=family.layer_groups,
             )
         )  # fmt: skip
+        passes = None if dry else self._pass_graphs(graphs, method, keep, device, hooks)
+        graph_key = None
+        if passes is None:
+            cache = allocate_cache(family, plan, batch, guidance)
+        else:  # one cache per shape: a captured pass reads and writes it at fixed addresses
+            graph_key = (repr(method), tuple(map(tuple, schedule.grids)), batch, guidance, per_image)
+            graph_key += (shape_signature(cond),)
+            cache = passes.cache(graph_key, lambda: allocate_cache(family, plan, batch, guidance))
         # Per step: the CFG rows it carries, that part of the cache, and its sampling (a pass without the other
         # half of the CFG batch samples its own rows unguided).
         row_views = {
@@ -243,6 +258,10 @@ class NextScaleGenerator:
                 # the contexts of the passes that carry one CFG row, once (they may read text offsets)
                 for rows_kind in {step.rows for step in plan.steps if step.rows != "all"}:
                     row_ctx[rows_kind] = family.context_rows(ctx, rows_kind, batch)
+                if passes is not None:
+                    # the contexts the captured passes read, refilled with this generation's values
+                    ctx, static_rows = passes.context(graph_key, (ctx, dict(row_ctx)))
+                    row_ctx.update(static_rows)
 
         def run_pass(i: int, step: Step, tokens: StepTokens) -> None:
             nonlocal latent
@@ -258,7 +277,14 @@ class NextScaleGenerator:
                     append=step.append, attention=attention, hook=hooks.sublayer, group_hook=hooks.block_group,
                     cfg_rows=step.rows, batch=batch, layer_outputs=capture.reset() if capture else None,
                 )  # fmt: skip
-                hidden = family.forward(x, step_ctx, spec)
+                if passes is None:
+                    hidden = family.forward(x, step_ctx, spec)
+                else:
+
+                    def forward(x_in, spec_in, ctx_in=step_ctx):
+                        return family.forward(x_in, ctx_in, spec_in)
+
+                    hidden = passes.run(graph_key, i, forward, x, spec)
                 raw = family.logits(hidden, step_ctx, tokens, step_sampling, schedule)
             samples = family.sample(raw, tokens, step_sampling, schedule, generators, batch)
             samples = family.finish(samples, hidden, step_ctx, tokens, schedule)
@@ -287,7 +313,9 @@ class NextScaleGenerator:
                 chosen[i] = StepTokens.full(si, tuple(schedule.grids[si]))
             segments.append((step.stage, lambda i=i, step=step: run_pass(i, step, chosen[i])))
 
-        with family.autocast():
+        # Nothing in the loop reads a tensor value back (each read would stall a GPU): moss-dispatch's NaN checks
+        # are off inside it, and the result is checked once, after it.
+        with family.autocast(), trusted_values():
             start = 0
             while start < len(segments):
                 stage = segments[start][0]
@@ -298,6 +326,11 @@ class NextScaleGenerator:
                     for _, action in segments[start:end]:
                         action()
                 start = end
+        if not dry and not bool(torch.isfinite(latent).all()):  # the generation's one value read
+            raise FloatingPointError(
+                "the generated latent contains NaN or inf values: the model's numerics overflowed or its weights "
+                "are not finite; check the checkpoint and model.dtype (fp16 overflows where bf16 does not)"
+            )
 
         images = decoded = None
         if decode:
@@ -309,6 +342,25 @@ class NextScaleGenerator:
         )
         truncated = list(getattr(cond, "truncated", None) or [])
         return GenerationResult(images, decoded, latent, outputs, stats, method.name, truncated)
+
+    def _pass_graphs(self, graphs, method: Method, keep, device, hooks) -> PassGraphs | None:
+        """The captured passes this generation uses (the generator's own for ``graphs=True``), or None."""
+        if graphs is False or graphs is None:
+            return None
+        passes = graphs if isinstance(graphs, PassGraphs) else None
+        if passes is None:
+            if graphs is not True:
+                raise ValueError(f"graphs must be True, False or a PassGraphs, got {graphs!r}")
+            passes = self.__dict__.setdefault("_graphs", PassGraphs("cuda"))
+        reason = graph_refusal(method, keep, device if passes.capture == "cuda" else torch.device("cuda"))
+        if reason is None and (hooks.sublayer is not None or hooks.block_group is not None):
+            reason = (
+                f"method {method.name!r} places hooks inside the passes, whose per-generation state (cached "
+                "outputs, random draws) a replayed graph would not update"
+            )
+        if reason is not None:
+            raise ValueError(f"CUDA graphs cannot capture this generation: {reason}; run it with graphs off")
+        return passes
 
 
 def allocate_cache(family: ScaleFamily, plan: StepPlan, batch: int, guidance: bool) -> KVCache:

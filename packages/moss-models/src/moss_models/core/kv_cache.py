@@ -56,21 +56,43 @@ class KVCache:
     def layer_length(self, layer: int) -> int:
         return self._lengths[layer]
 
+    def lengths(self) -> tuple[list[int], list[int]]:
+        """The committed and staged token counts of every layer (host state; see :meth:`set_lengths`)."""
+        return list(self._lengths), list(self._pending)
+
+    def set_lengths(self, lengths, pending=None) -> None:
+        """Set the host-side lengths, e.g. to empty a reused cache or after a captured pass was replayed (a
+        replay writes the buffers but runs no Python). Row views share these lengths."""
+        self._lengths[:] = [int(n) for n in lengths]
+        self._pending[:] = [0] * len(self._lengths) if pending is None else [int(n) for n in pending]
+
     def read(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The committed ``(B, H, L, D)`` keys and values of one layer (views, no copy)."""
         n = self._lengths[layer]
         return self.keys[layer][:, :, :n], self.values[layer][:, :, :n]
 
-    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Stage a pass's ``(B, N, H, D)`` keys and values after the committed tokens of one layer."""
-        n, start = k.shape[1], self._lengths[layer]
+    def slot(self, layer: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stage ``n`` tokens after the committed ones of one layer and return their ``(B, H, n, D)`` key and
+        value slots (views) for the pass to write into, e.g. straight from a fused kernel."""
+        start = self._lengths[layer]
         if start + n > self.capacities[layer]:
             raise RuntimeError(
                 f"KV cache overflow at layer {layer}: {start} + {n} tokens > capacity {self.capacities[layer]}"
             )
-        self.keys[layer][:, :, start : start + n] = k.transpose(1, 2)
-        self.values[layer][:, :, start : start + n] = v.transpose(1, 2)
         self._pending[layer] = n
+        return self.keys[layer][:, :, start : start + n], self.values[layer][:, :, start : start + n]
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Stage a pass's ``(B, N, H, D)`` keys and values after the committed tokens of one layer."""
+        k_slot, v_slot = self.slot(layer, k.shape[1])
+        k_slot.copy_(k.transpose(1, 2))
+        v_slot.copy_(v.transpose(1, 2))
+
+    def joint(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The committed and the staged keys and values of one layer, ``(B, H, L + n, D)`` views: what a pass
+        that wrote its own tokens first attends over, with nothing concatenated."""
+        n = self._lengths[layer] + self._pending[layer]
+        return self.keys[layer][:, :, :n], self.values[layer][:, :, :n]
 
     def commit(self) -> None:
         """Make the staged tokens visible to the next pass (call once per pass, after every layer wrote)."""

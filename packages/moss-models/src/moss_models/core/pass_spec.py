@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -91,6 +91,19 @@ class PassSpec:
     batch: int = 0
     layer_outputs: Callable[[int, torch.Tensor], None] | None = None
     causal_scale_mask: torch.Tensor | None = field(default=None, repr=False)
+    # what a family computes once per pass and every layer reuses (e.g. the RoPE angles of its tokens); a
+    # subset of the pass is a new spec with its own
+    _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def memo(self, key: str, compute: Callable[..., Any], *args: Any) -> Any:
+        """``compute(self, *args)``, computed on the first call of the pass and reused by every later one."""
+        if key not in self._memo:
+            self._memo[key] = compute(self, *args)
+        return self._memo[key]
+
+    def reset_memo(self) -> None:
+        """Forget what the pass computed once (a captured pass recomputes it from its inputs)."""
+        self._memo.clear()
 
     @property
     def num_tokens(self) -> int:

@@ -10,6 +10,7 @@ input at its selected positions, guides each scale with its own settings, and co
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -147,24 +148,25 @@ class InfinityFamily(ScaleFamily):
         tf = self.transformer
         if not per_image or cond.batch_size == 1:
             full = cond.with_unconditional(tf.cfg_uncond) if guidance else cond
-            return replace(tf.encode_text(full.kv_compact, full.cu_seqlens), has_uncond=guidance)
+            return replace(tf.encode_text(full.kv_compact, full.cu_seqlens, full.bounds), has_uncond=guidance)
         parts = []
         for i in range(cond.batch_size):
             one = TextBatch.from_features([cond.select(i)])
             one = one.with_unconditional(tf.cfg_uncond) if guidance else one
-            parts.append(tf.encode_text(one.kv_compact, one.cu_seqlens))
+            parts.append(tf.encode_text(one.kv_compact, one.cu_seqlens, one.bounds, prepare=False))
         order = [(p, r) for r in range(2 if guidance else 1) for p in parts]  # all cond rows, then all uncond
         tokens = [p.ca_kv[p.bounds[r] : p.bounds[r + 1]] for p, r in order]
-        lens = torch.tensor([t.shape[0] for t in tokens], dtype=torch.int32)
-        cu = F.pad(lens.cumsum(0, dtype=torch.int32), (1, 0))
-        return TextContext(
+        bounds = tuple(itertools.accumulate((t.shape[0] for t in tokens), initial=0))  # on the host: no read
+        cu = torch.tensor(bounds, dtype=torch.int32)
+        merged = TextContext(
             cond=torch.cat([p.cond[r : r + 1] for p, r in order]),
             gss=torch.cat([p.gss[r : r + 1] for p, r in order]),
             ca_kv=torch.cat(tokens),
             cu_seqlens=cu.to(index_device(self.device)),
             has_uncond=guidance,
-            bounds=tuple(int(v) for v in cu.tolist()),  # computed on the host: no device read
+            bounds=bounds,
         )
+        return tf.prepare(merged)
 
     def context_rows(self, ctx: TextContext, rows: str, batch: int) -> TextContext:
         """Each image's conditional or unconditional row, with its own text tokens (FasterVAR's ``ca_kv_un``)."""

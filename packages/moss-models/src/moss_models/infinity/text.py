@@ -8,6 +8,7 @@ by ``T5EncoderModel``, and the valid rows of every prompt (EOS included) are con
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,8 +49,13 @@ class TextBatch:
     def batch_size(self) -> int:
         return len(self.lens)
 
+    @property
+    def bounds(self) -> tuple[int, ...]:
+        """``cu_seqlens`` computed on the host from ``lens`` (reading the device tensor would synchronise it)."""
+        return tuple(itertools.accumulate(self.lens, initial=0))
+
     def select(self, index: int) -> torch.Tensor:
-        a, b = int(self.cu_seqlens[index]), int(self.cu_seqlens[index + 1])
+        a, b = self.bounds[index : index + 2]
         return self.kv_compact[a:b]
 
     def with_unconditional(self, cfg_uncond: torch.Tensor) -> TextBatch:

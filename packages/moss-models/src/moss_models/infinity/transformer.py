@@ -17,13 +17,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from moss_attention import RopeTables, apply_rope_2d, cosine_attention_qk, mixed_scale_attention
+from moss_attention import (
+    RopeAngles,
+    RopeTables,
+    attention_over_cache,
+    cosine_multiplier,
+    cosine_qk_rope,
+    gather_rope_angles,
+    mixed_scale_attention,
+    qk_scale,
+)
 from moss_models.core.pass_spec import PassSpec
 from moss_models.infinity.config import InfinityConfig
 
@@ -34,6 +43,94 @@ def autocast_off(x: torch.Tensor):
     return torch.autocast(device_type, enabled=False)
 
 
+class TextKV:
+    """One attention's projected text keys and values for every row, grouped by text length.
+
+    Rows whose texts have the same length attend in one batched call with no padding and no mask, so each row's
+    result is bit for bit what a call of its own gives (and never depends on the rest of the batch); a batch of
+    one image with CFG (the conditional and unconditional texts have one length) is a single call. Values are
+    rounded to bf16 once here, as the official flash-attn varlen call receives them, and kept in the dtype the
+    attention computes in (bf16 on CUDA; fp32 elsewhere, which is what a CPU reference of that kernel computes).
+    """
+
+    def __init__(
+        self, groups: tuple[tuple[tuple[int, ...], torch.Tensor, torch.Tensor], ...], rows: int, dtype
+    ):
+        self.groups = groups  # (rows of the group, keys (G, H, L, c), values (G, H, L, c))
+        self.num_rows = rows
+        # the projection's dtype: the attention's output is widened back to fp32 if it was fp32
+        self.dtype = dtype
+        device = groups[0][1].device
+        whole = len(groups) == 1 and groups[0][0] == tuple(range(rows))
+        self._index = (
+            None if whole else tuple(torch.tensor(r, dtype=torch.long).to(device) for r, _, _ in groups)
+        )
+
+    @classmethod
+    def build(cls, kv: torch.Tensor, bounds: Sequence[int]) -> TextKV:
+        """``kv`` ``(N, 2, H, c)``: the projected keys and values of every row's text, rows packed by ``bounds``."""
+        kv16 = kv.to(torch.bfloat16)
+        compute = torch.bfloat16 if kv.is_cuda else torch.float32
+        by_length: dict[int, list[int]] = {}
+        for r in range(len(bounds) - 1):
+            by_length.setdefault(bounds[r + 1] - bounds[r], []).append(r)
+        groups = []
+        for rows in by_length.values():
+            part = torch.stack([kv16[bounds[r] : bounds[r + 1]] for r in rows]).to(compute)  # (G, L, 2, H, c)
+            k, v = part.permute(2, 0, 3, 1, 4).contiguous().unbind(0)  # (G, H, L, c) each
+            groups.append((tuple(rows), k, v))
+        return cls(tuple(groups), len(bounds) - 1, kv.dtype)
+
+    def rows(self, sl: slice) -> TextKV:
+        """The rows ``sl`` (a contiguous range), renumbered from 0."""
+        start, stop = sl.start, sl.stop
+        groups = []
+        for rows, k, v in self.groups:
+            keep = [i for i, r in enumerate(rows) if start <= r < stop]
+            if keep:
+                sel = torch.tensor(keep, dtype=torch.long).to(k.device)
+                groups.append((tuple(rows[i] - start for i in keep), k[sel], v[sel]))
+        return TextKV(tuple(groups), stop - start, self.dtype)
+
+    def attend(self, q: torch.Tensor, scale: float) -> torch.Tensor:
+        """Each row of ``q`` ``(R, Lq, H, c)`` over its own text; bf16 ``(R, Lq, H, c)``, as flash-attn returns."""
+        q = q.to(torch.bfloat16).to(self.groups[0][1].dtype).transpose(1, 2)
+        if self._index is None:
+            _, k, v = self.groups[0]
+            return F.scaled_dot_product_attention(q, k, v, scale=scale).transpose(1, 2).to(torch.bfloat16)
+        out = q.new_empty(q.shape[0], q.shape[2], q.shape[1], q.shape[3], dtype=torch.bfloat16)
+        for index, (_, k, v) in zip(self._index, self.groups, strict=True):
+            part = F.scaled_dot_product_attention(q.index_select(0, index), k, v, scale=scale)
+            out.index_copy_(0, index, part.transpose(1, 2).to(torch.bfloat16))
+        return out
+
+
+@dataclass(frozen=True)
+class BlockConstants:
+    """What one block computes the same way in every pass of a generation, computed once with the text context:
+    its AdaLN gains for every row, its cross-attention's text keys and values, and the forms of its weights that
+    the passes use (the q/k/v bias, the cosine-attention multiplier, the fp32 cross-attention norm)."""
+
+    gamma1: torch.Tensor  # (R, 1, C) fp32, per row
+    gamma2: torch.Tensor
+    scale1: torch.Tensor  # 1 + scale, (R, 1, C)
+    scale2: torch.Tensor
+    shift1: torch.Tensor
+    shift2: torch.Tensor
+    text: TextKV
+    qkv_bias: torch.Tensor  # (3C,): q bias, zero k bias, v bias
+    multiplier: torch.Tensor  # (H,) fp32
+    qk_scale: torch.Tensor  # (2, H, 1) fp32: the multiplier for q, 1 for k
+    ca_norm: tuple[torch.Tensor | None, torch.Tensor | None]  # fp32 weight and bias
+
+    def rows(self, sl: slice) -> BlockConstants:
+        per_row = {
+            name: getattr(self, name)[sl]
+            for name in ("gamma1", "gamma2", "scale1", "scale2", "shift1", "shift2")
+        }
+        return replace(self, **per_row, text=self.text.rows(sl))
+
+
 @dataclass
 class TextContext:
     """Text conditioning of one batch (rows = images, or 2× images with CFG: conditional rows first)."""
@@ -42,10 +139,10 @@ class TextContext:
     gss: torch.Tensor  # (B, 1, 6, C) fp32: shared AdaLN gains
     ca_kv: torch.Tensor  # (N_text, D): projected text tokens for cross-attention, all rows packed
     cu_seqlens: torch.Tensor  # (B + 1,) int32 offsets into ca_kv
-    # the same offsets on the host, read once when the context is made: every cross-attention of every pass slices
-    # the text with them, and reading a device tensor there would synchronise the device once per layer
+    # the same offsets on the host: the text is grouped and sliced with them, never with a device read
     bounds: tuple[int, ...]
     has_uncond: bool = False  # the second half of the rows are the images' unconditional rows (CFG)
+    blocks: tuple[BlockConstants, ...] = ()  # per block, from InfinityTransformer.prepare
 
     @property
     def batch_size(self) -> int:
@@ -72,40 +169,8 @@ class TextContext:
             ca_kv=self.ca_kv[start:stop],
             cu_seqlens=self.cu_seqlens[sl.start : sl.stop + 1] - self.cu_seqlens[sl.start],
             bounds=tuple(v - start for v in self.bounds[sl.start : sl.stop + 1]),
+            blocks=tuple(blk.rows(sl) for blk in self.blocks),
         )
-
-
-def _rope_fn(impl: str):
-    if impl == "torch":
-        return apply_rope_2d
-    if impl == "triton":
-        from moss_attention import apply_rope_2d_triton
-
-        return apply_rope_2d_triton
-    raise ValueError(f"rope_impl must be 'torch' or 'triton', got {impl!r}")
-
-
-def varlen_text_attention(
-    q: torch.Tensor, kv: torch.Tensor, bounds: Sequence[int], scale: float
-) -> torch.Tensor:
-    """Per-image attention of ``q`` ``(B, Lq, H, c)`` over its own text tokens ``kv[bounds[b]:bounds[b+1]]``
-    ``(N, 2, H, c)`` (``bounds``: the host copy of ``cu_seqlens``, so no device value is read here).
-
-    Inputs are rounded to bf16 and the output is returned in bf16, like the official flash-attn varlen call
-    (which Infinity feeds bf16 even in fp32 runs). On CUDA the bf16 kernel runs; elsewhere the bf16 values are
-    attended in fp32 and the result rounded to bf16, which is what a CPU reference of that kernel computes.
-    Each image is its own call, so an image's result never depends on the rest of the batch.
-    """
-    q16, kv16 = q.to(torch.bfloat16), kv.to(torch.bfloat16)
-    compute = torch.bfloat16 if q.is_cuda else torch.float32
-    outs = []
-    for b in range(q.shape[0]):
-        k_b, v_b = kv16[bounds[b] : bounds[b + 1]].to(compute).unbind(1)  # (len, H, c) each
-        o = F.scaled_dot_product_attention(
-            q16[b].to(compute).transpose(0, 1), k_b.transpose(0, 1), v_b.transpose(0, 1), scale=scale
-        )
-        outs.append(o.transpose(0, 1).to(torch.bfloat16))
-    return torch.stack(outs)
 
 
 class TextCrossAttention(nn.Module):
@@ -124,23 +189,30 @@ class TextCrossAttention(nn.Module):
         self.register_buffer("zero_k_bias", torch.zeros(embed_dim))
         self.proj = nn.Linear(embed_dim, embed_dim)
 
-    def forward(self, x: torch.Tensor | None, kv_tokens: torch.Tensor, bounds: Sequence[int]) -> torch.Tensor:
+    def project_text(self, kv_tokens: torch.Tensor, bounds: Sequence[int]) -> TextKV:
+        """The text keys and values of every row (once per generation: no pass changes them)."""
         n = kv_tokens.shape[0]
         kv = F.linear(kv_tokens, self.mat_kv.weight, torch.cat((self.zero_k_bias, self.v_bias)))
-        kv = kv.view(n, 2, self.num_heads, self.head_dim)
+        return TextKV.build(kv.view(n, 2, self.num_heads, self.head_dim), bounds)
+
+    def forward(self, x: torch.Tensor | None, text: TextKV) -> torch.Tensor:
         if self.for_pool:
-            batch = len(bounds) - 1
-            q = self.mat_q.to(kv.dtype).expand(batch, -1, -1).unsqueeze(1)  # (B, 1, H, c)
+            q = self.mat_q.to(text.dtype).expand(text.num_rows, -1, -1).unsqueeze(1)  # (B, 1, H, c)
         else:
             q = self.mat_q(x).view(*x.shape[:2], self.num_heads, self.head_dim)
-        out = varlen_text_attention(q, kv, bounds, 1 / math.sqrt(self.head_dim))
+        out = text.attend(q, 1 / math.sqrt(self.head_dim))
         if q.dtype == torch.float32:
             out = out.float()
         return self.proj(out.flatten(2))
 
 
 class SelfAttention(nn.Module):
-    """Cosine self-attention with 2D RoPE over ``[KV cache ++ this pass's tokens]``."""
+    """Cosine self-attention with 2D RoPE over ``[KV cache ++ this pass's tokens]``.
+
+    A pass that appends to the cache writes its keys and values into the cache's preallocated slots first and
+    attends over a view of the cache, so nothing is concatenated; only a pass that appends nothing (the last
+    scale, the packed MoSs stage) joins cache and tokens in one copy.
+    """
 
     def __init__(self, embed_dim: int, num_heads: int):
         super().__init__()
@@ -152,17 +224,26 @@ class SelfAttention(nn.Module):
         self.register_buffer("zero_k_bias", torch.zeros(embed_dim))
         self.proj = nn.Linear(embed_dim, embed_dim)
 
-    def forward(self, x: torch.Tensor, layer: int, spec: PassSpec) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, layer: int, spec: PassSpec, const: BlockConstants) -> torch.Tensor:
         b, n, c = x.shape
-        bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
-        qkv = F.linear(x, self.mat_qkv.weight, bias).view(b, n, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.unbind(2)
-        # Normalisation and RoPE in fp32 (autocast keeps norms in fp32; the official RoPE disables autocast).
-        q, k = cosine_attention_qk(q.float(), k.float(), self.scale_mul_1H11)
-        q, k = _rope_fn(spec.attention.rope_impl)(
-            q, k, spec.rope, spec.scale_ids, spec.rows, spec.cols, check_bounds=False
-        )
-        q, k = q.to(v.dtype), k.to(v.dtype)
+        qkv = F.linear(x, self.mat_qkv.weight, const.qkv_bias).view(b, n, 3, self.num_heads, self.head_dim)
+        v = qkv[:, :, 2]
+        dtype, cache = v.dtype, spec.cache
+        # Write-first: the pass's keys and values go straight into the cache slots when it appends in its dtype.
+        in_place = cache is not None and spec.append and cache.keys[layer].dtype == dtype
+        k_slot = v_slot = None
+        if in_place:
+            k_slot, v_slot = cache.slot(layer, n)
+        if spec.attention.rope_impl == "triton":
+            q, k = _triton_qk(
+                qkv, const.multiplier, spec, dtype, None if k_slot is None else k_slot.transpose(1, 2)
+            )
+        else:
+            # Normalisation and RoPE in fp32 (the official RoPE disables autocast), for q and k together.
+            qk = cosine_qk_rope(qkv[:, :, :2], const.qk_scale, spec.memo("rope_angles", _angles, b), dtype)
+            q, k = qk[:, :, 0], qk[:, :, 1]
+            if k_slot is not None:
+                k_slot.copy_(k.transpose(1, 2))
         if spec.causal_scale_mask is not None:
             out = F.scaled_dot_product_attention(
                 q.transpose(1, 2),
@@ -171,26 +252,42 @@ class SelfAttention(nn.Module):
                 attn_mask=spec.causal_scale_mask,
                 scale=1.0,
             ).transpose(1, 2)
+        elif in_place:
+            v_slot.copy_(v.transpose(1, 2))
+            keys, values = cache.joint(layer)
+            out = attention_over_cache(
+                q, keys, values, spec.scale_ids, cache_len=cache.layer_length(layer), mode=spec.attention.mode,
+                backend=spec.attention.backend, softmax_scale=1.0, sa_impl=spec.attention.sa_impl,
+            )  # fmt: skip
         else:
             k_cache = v_cache = None
-            if spec.cache is not None:
-                k_cache, v_cache = spec.cache.read(layer)
-                k_cache, v_cache = k_cache.to(v.dtype), v_cache.to(v.dtype)
+            if cache is not None:
+                k_cache, v_cache = cache.read(layer)
+                k_cache, v_cache = k_cache.to(dtype), v_cache.to(dtype)
             out = mixed_scale_attention(
-                q,
-                k,
-                v,
-                k_cache,
-                v_cache,
-                spec.scale_ids,
-                mode=spec.attention.mode,
-                backend=spec.attention.backend,
-                softmax_scale=1.0,
-                sa_impl=spec.attention.sa_impl,
-            )
+                q, k, v, k_cache, v_cache, spec.scale_ids, mode=spec.attention.mode,
+                backend=spec.attention.backend, softmax_scale=1.0, sa_impl=spec.attention.sa_impl,
+            )  # fmt: skip
             if spec.append:
-                spec.cache.write(layer, k, v)
+                cache.write(layer, k, v)
         return self.proj(out.reshape(b, n, c))
+
+
+def _angles(spec: PassSpec, batch: int) -> RopeAngles:
+    """The RoPE angles of a pass's tokens: gathered once per pass, shared by every layer."""
+    return gather_rope_angles(spec.rope, spec.scale_ids, spec.rows, spec.cols, batch=batch)
+
+
+def _triton_qk(qkv, multiplier, spec: PassSpec, dtype, k_out):
+    """The fused Triton kernel: normalise, scale, rotate and cast q and k in one launch, k written straight into
+    its cache slot when there is one."""
+    from moss_attention import cosine_qk_rope_triton
+
+    q, k = cosine_qk_rope_triton(
+        qkv[:, :, 0], qkv[:, :, 1], multiplier, spec.rope, spec.scale_ids, spec.rows, spec.cols,
+        k_out=k_out, out_dtype=dtype, check=False,
+    )  # fmt: skip
+    return q, k
 
 
 class FFN(nn.Module):
@@ -203,19 +300,30 @@ class FFN(nn.Module):
         return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
 
 
-def fp32_layer_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
-    """LayerNorm in fp32 with the weights upcast: what CUDA autocast runs for the bf16 blocks (CPU autocast does
-    not upcast layer_norm and would mix a bf16 weight with the fp32 residual stream)."""
-    w = None if norm.weight is None else norm.weight.float()
-    b = None if norm.bias is None else norm.bias.float()
+def fp32_weights(norm: nn.LayerNorm) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    return (
+        None if norm.weight is None else norm.weight.float(),
+        None if norm.bias is None else norm.bias.float(),
+    )
+
+
+def fp32_layer_norm(
+    x: torch.Tensor,
+    shape: Sequence[int],
+    weights: tuple[torch.Tensor | None, torch.Tensor | None],
+    eps: float,
+) -> torch.Tensor:
+    """LayerNorm in fp32 with fp32 weights (:func:`fp32_weights`): what CUDA autocast runs for the bf16 blocks
+    (CPU autocast does not upcast layer_norm and would mix a bf16 weight with the fp32 residual stream)."""
     with autocast_off(x):
-        return F.layer_norm(x.float(), norm.normalized_shape, w, b, norm.eps)
+        return F.layer_norm(x.float(), shape, weights[0], weights[1], eps)
 
 
-def ada_layer_norm(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, eps: float) -> torch.Tensor:
-    """LayerNorm without affine, then ``· (1 + scale) + shift``; fp32 (the release's fused AdaLN)."""
+def ada_layer_norm(x: torch.Tensor, scale1: torch.Tensor, shift: torch.Tensor, eps: float) -> torch.Tensor:
+    """LayerNorm without affine, then ``· scale1 + shift`` with ``scale1 = 1 + scale``; fp32 (the release's fused
+    AdaLN)."""
     x = F.layer_norm(x.float(), (x.shape[-1],), eps=eps)
-    return x.mul(scale.add(1)).add_(shift)
+    return x.mul(scale1).add_(shift)
 
 
 class InfinityBlock(nn.Module):
@@ -229,22 +337,35 @@ class InfinityBlock(nn.Module):
         self.ca_norm = nn.LayerNorm(c, eps=cfg.norm_eps)
         self.ada_gss = nn.Parameter(torch.zeros(1, 1, 6, c))
 
+    def prepare(self, gss: torch.Tensor, ca_kv: torch.Tensor, bounds: Sequence[int]) -> BlockConstants:
+        """This block's :class:`BlockConstants` for the text rows of one context."""
+        with autocast_off(gss):
+            gamma1, gamma2, scale1, scale2, shift1, shift2 = (self.ada_gss + gss).unbind(2)
+        scale1, scale2 = scale1.add(1), scale2.add(1)
+        # under the passes' autocast, as the passes computed them (CUDA autocast runs exp in fp32)
+        sa = self.sa
+        qkv_bias = torch.cat((sa.q_bias, sa.zero_k_bias, sa.v_bias))
+        multiplier = cosine_multiplier(sa.scale_mul_1H11)
+        return BlockConstants(
+            gamma1, gamma2, scale1, scale2, shift1, shift2, self.ca.project_text(ca_kv, bounds), qkv_bias,
+            multiplier, qk_scale(multiplier), fp32_weights(self.ca_norm),
+        )  # fmt: skip
+
     def forward(self, x: torch.Tensor, text: TextContext, layer: int, spec: PassSpec) -> torch.Tensor:
-        with autocast_off(x):
-            gamma1, gamma2, scale1, scale2, shift1, shift2 = (self.ada_gss + text.gss).unbind(2)
+        const = text.blocks[layer]
 
         # Each residual branch goes through the pass's sub-layer hook, which may compute it for some tokens only
         # (``index``: their positions in the pass); the AdaLN gains are per image, so they broadcast either way.
         def sa(x_in: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
-            return self.sa(ada_layer_norm(x_in, scale1, shift1, self.eps), layer, spec.subset(index)).mul_(
-                gamma1
-            )
+            h = ada_layer_norm(x_in, const.scale1, const.shift1, self.eps)
+            return self.sa(h, layer, spec.subset(index), const).mul_(const.gamma1)
 
         def ca(x_in: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
-            return self.ca(fp32_layer_norm(self.ca_norm, x_in), text.ca_kv, text.bounds).float()
+            h = fp32_layer_norm(x_in, self.ca_norm.normalized_shape, const.ca_norm, self.ca_norm.eps)
+            return self.ca(h, const.text).float()
 
         def ffn(x_in: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
-            return self.ffn(ada_layer_norm(x_in, scale2, shift2, self.eps)).mul(gamma2)
+            return self.ffn(ada_layer_norm(x_in, const.scale2, const.shift2, self.eps)).mul(const.gamma2)
 
         x = x + spec.sublayer(layer, "sa", x, sa)
         x = x + spec.sublayer(layer, "ca", x, ca)
@@ -276,7 +397,7 @@ class _AttentivePool(nn.Module):
         self.ca = TextCrossAttention(cfg.embed_dim, cfg.text_channels, cfg.pool_heads, for_pool=True)
 
     def forward(self, kv_tokens: torch.Tensor, bounds: Sequence[int]) -> torch.Tensor:
-        return self.ca(None, kv_tokens, bounds).squeeze(1)
+        return self.ca(None, self.ca.project_text(kv_tokens, bounds)).squeeze(1)
 
 
 class _SharedAdaLin(nn.Linear):
@@ -292,7 +413,7 @@ class _HeadNorm(nn.Module):
 
     def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         scale, shift = self.ada_lin(cond).view(-1, 1, 2, h.shape[-1]).unbind(2)
-        return ada_layer_norm(h, scale, shift, self.eps)
+        return ada_layer_norm(h, scale.add(1), shift, self.eps)
 
 
 class InfinityTransformer(nn.Module):
@@ -351,15 +472,29 @@ class InfinityTransformer(nn.Module):
 
     # ------------------------------------------------------------------------------------------ text
 
-    def encode_text(self, kv_compact: torch.Tensor, cu_seqlens: torch.Tensor) -> TextContext:
-        """Text features ``(N, Ct5)`` of every row, packed, to the conditioning the blocks use."""
-        bounds = tuple(int(v) for v in cu_seqlens.tolist())  # the one read of the offsets for this context
+    def encode_text(
+        self,
+        kv_compact: torch.Tensor,
+        cu_seqlens: torch.Tensor,
+        bounds: Sequence[int],
+        *,
+        prepare: bool = True,
+    ) -> TextContext:
+        """Text features ``(N, Ct5)`` of every row, packed by ``cu_seqlens`` (``bounds``: the same offsets on the
+        host), to the conditioning the blocks use (with ``prepare``, each block's :class:`BlockConstants` too)."""
+        bounds = tuple(bounds)
         kv = self.text_norm(kv_compact)
         cond = self.text_proj_for_sos(kv, bounds)
         ca_kv = self.text_proj_for_ca(kv)
         with autocast_off(kv):
             gss = self.shared_ada_lin(cond.float()).float().contiguous()
-        return TextContext(cond=cond, gss=gss, ca_kv=ca_kv, cu_seqlens=cu_seqlens, bounds=bounds)
+        ctx = TextContext(cond=cond, gss=gss, ca_kv=ca_kv, cu_seqlens=cu_seqlens, bounds=bounds)
+        return self.prepare(ctx) if prepare else ctx
+
+    def prepare(self, ctx: TextContext) -> TextContext:
+        """The context with every block's :class:`BlockConstants`: what no pass of the generation changes (the
+        text keys and values of each block's cross-attention above all) is computed here, once."""
+        return replace(ctx, blocks=tuple(blk.prepare(ctx.gss, ctx.ca_kv, ctx.bounds) for blk in self.blocks))
 
     def start_tokens(self, text: TextContext) -> torch.Tensor:
         """The first scale's single token: the pooled text vector plus ``pos_start``, ``(B, 1, C)``."""
@@ -420,6 +555,6 @@ class InfinityTransformer(nn.Module):
         ids = tokens.scale_ids(inputs.device)
         rows, cols = tokens.positions(1, inputs.device)
         spec = PassSpec(ids, rows, cols, rope=rope_tables, causal_scale_mask=ids[:, None] >= ids[None, :])
-        ctx = self.encode_text(text.kv_compact, text.cu_seqlens)
+        ctx = self.encode_text(text.kv_compact, text.cu_seqlens, text.bounds)
         x = torch.cat([self.start_tokens(ctx), self.word_embed(inputs)], dim=1)
         return self.logits(self.run_blocks(self.add_level(x, ids), ctx, spec), ctx.cond)
