@@ -188,3 +188,17 @@ def test_a_graphed_row_is_paired_with_the_first_graphed_row():
     names = ["off", "k5", "off@graphs", "k5@graphs"]
     assert [_reference(n, names) for n in names] == ["off", "off", "off@graphs", "off@graphs"]
     assert _reference("k5@graphs", ["off", "k5@graphs"]) == "k5@graphs"
+
+
+def test_graphed_entries_run_beside_the_eager_ones(tmp_path):
+    # The bench plumbing of name@graphs on the CPU, with emulated capture (its timings mean nothing here).
+    cfg = compose_config(
+        ["bench.moss=[off,k5,off@graphs,k5@graphs]", "bench.repeats=1", "bench.warmup=1",
+         "bench.graph_capture=emulate", f"bench.out_dir={tmp_path}"],
+        tmp_path, "bench",
+    )  # fmt: skip
+    rows = {r["moss"]: r for r in run_bench(cfg)["rows"]}
+    assert rows["k5@graphs"]["speedup_reference"] == "off@graphs" and rows["k5"]["speedup_reference"] == "off"
+    assert rows["off@graphs"]["speedup"]["median"] == 1.0 and rows["off@graphs"]["flag"] == []
+    assert rows["k5@graphs"]["flops_backbone"] == rows["k5"]["flops_backbone"]
+    assert rows["k5@graphs"]["flop_ratio"] == rows["k5"]["flop_ratio"] > 1

@@ -38,6 +38,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from moss_eval import StageTimer, atomic_write_text, peak_memory
 from moss_models import Method, Moss, dry_run
+from moss_models.core.graphs import CAPTURE_MODES, PassGraphs
 from moss_run.errors import UserError
 from moss_run.models import build
 from moss_run.prepare import build_object
@@ -238,13 +239,16 @@ def measure_rows(cfg: DictConfig, device: torch.device) -> list[dict]:
     res, ratio = generation.resolution, generation.aspect_ratio
     grids = generator.family.schedule(res, ratio).grids
 
+    # one set of captured passes for the run: a config's warm-up round captures, its timed rounds replay
+    graphs = PassGraphs(str(cfg.bench.get("graph_capture", "cuda")))
+
     def one(name: str) -> dict:
         timer = StageTimer(device)
         with peak_memory(device) as peak:
             wall0, cpu0 = time.perf_counter(), time.process_time()
             result = generator.generate(
                 text, seeds, resolution=res, aspect_ratio=ratio, sampling=sampling, method=configs[name],
-                decode=bool(cfg.bench.decode), clock=timer, graphs=name.endswith(GRAPHS),
+                decode=bool(cfg.bench.decode), clock=timer, graphs=graphs if name.endswith(GRAPHS) else False,
             )  # fmt: skip
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -443,7 +447,10 @@ def run_bench(cfg: DictConfig) -> dict:
     ):
         raise UserError(f"attn={attn_name} needs CUDA for the Triton RoPE; on CPU benchmark attn=cssa")
     graphed = [n for n in cfg.bench.moss if str(n).endswith(GRAPHS)]
-    if graphed and mode == "measure" and device.type != "cuda":
+    capture = cfg.bench.get("graph_capture", "cuda")
+    if capture not in CAPTURE_MODES:
+        raise UserError(f"bench.graph_capture={capture!r}; choose one of {list(CAPTURE_MODES)}")
+    if graphed and mode == "measure" and device.type != "cuda" and capture == "cuda":
         raise UserError(
             f"bench.moss entries {graphed} replay CUDA graphs, which need a CUDA GPU; drop {GRAPHS} on this machine"
         )
