@@ -134,9 +134,9 @@ def aten_calls_per_block(gen, method, monkeypatch, **kwargs) -> list[int]:
     return calls
 
 
-# Aten calls of one block in one pass (batch 1 with CFG, fp32): 177 before issue 11 (per-pass text key/value
-# projections, RoPE gathers per layer, a per-row loop over the text attention, cache concatenations). Lower it
-# when work leaves the hot path; raising it needs a reason.
+# Aten calls of one block in one pass (batch 1 with CFG, fp32): 147 before issue 11 (per-pass text key/value
+# projections, RoPE gathers per layer, a per-row loop over the text attention, cache concatenations), 77 after.
+# Lower it when work leaves the hot path; raising it needs a reason.
 BLOCK_CALL_BUDGET = 80
 
 
