@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import re
 from collections.abc import Mapping
@@ -19,6 +20,16 @@ import torch
 from torch import nn
 
 SHOWN = 8  # how many keys of each kind an error message lists
+CHECKPOINT_ENV = "MOSS_CHECKPOINTS"  # where every family looks for release files unless given a folder
+
+
+class CheckpointNotFoundError(FileNotFoundError):
+    """Some release files are missing; the message names each one and where it was looked for."""
+
+
+def checkpoint_root(root: str | Path | None = None) -> Path:
+    """``root`` if given, else ``$MOSS_CHECKPOINTS``, else ``./checkpoints``."""
+    return Path(root or os.environ.get(CHECKPOINT_ENV) or "checkpoints").expanduser()
 
 
 class CheckpointMismatchError(ValueError):

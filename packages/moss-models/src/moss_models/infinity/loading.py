@@ -17,15 +17,17 @@ weights under ``["trainer"]["gpt_fsdp"]`` are unwrapped.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from moss_models.core.checkpoints import (
+    CHECKPOINT_ENV,
     CheckpointMismatchError,
+    CheckpointNotFoundError,
     check_state_dict,
+    checkpoint_root,
     compare_state_dict,
     load_into,
     load_state_dict,
@@ -36,8 +38,6 @@ from moss_models.infinity.family import InfinityFamily
 from moss_models.infinity.text import HashedTextEncoder, T5TextEncoder
 from moss_models.infinity.transformer import InfinityTransformer
 from moss_models.infinity.vae import BSQVAE
-
-CHECKPOINT_ENV = "MOSS_CHECKPOINTS"
 
 
 @dataclass(frozen=True)
@@ -52,15 +52,6 @@ RELEASE_FILES: dict[str, ReleaseFiles] = {
     "infinity_8b": ReleaseFiles("infinity_8b_weights", "infinity_vae_d56_f8_14_patchify.pth"),
     "infinity_125m": ReleaseFiles("infinity_125M_256x256.pth", "infinity_vae_d32reg.pth"),
 }
-
-
-class CheckpointNotFoundError(FileNotFoundError):
-    """Some release files are missing; the message names each one and where it was looked for."""
-
-
-def checkpoint_root(root: str | Path | None = None) -> Path:
-    """``root`` if given, else ``$MOSS_CHECKPOINTS``, else ``./checkpoints``."""
-    return Path(root or os.environ.get(CHECKPOINT_ENV) or "checkpoints").expanduser()
 
 
 def release_paths(name: str, root: str | Path | None = None, *, text_encoder: bool = True) -> dict[str, Path]:
