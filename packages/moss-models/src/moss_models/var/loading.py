@@ -1,9 +1,11 @@
-"""Load VAR's released VQVAE (``vae_ch160v4096z32.pth``, Hugging Face ``FoundationVision/var``).
+"""Load VAR's released VQVAE (``vae_ch160v4096z32.pth``) and transformers (``var_d16.pth`` … ``var_d36.pth``),
+all from the Hugging Face repo ``FoundationVision/var``.
 
-The release is a plain state dict saved with ``torch.save``; it is read with ``torch.load(weights_only=True)``
-through the shared checkpoint helpers and checked key for key (missing, unexpected and mis-shaped keys are
-listed). It holds one buffer besides the parameters, ``quantize.ema_vocab_hit_SV`` ``(10, 4096)``, which is
-loaded like the rest.
+Each release is a plain state dict saved with ``torch.save``; it is read with ``torch.load(weights_only=True)``
+(or from safetensors) through the shared checkpoint helpers and checked key for key (missing, unexpected and
+mis-shaped keys are listed). The VQVAE holds one buffer besides the parameters, ``quantize.ema_vocab_hit_SV``
+``(10, 4096)``, which is loaded like the rest; the transformers hold ``lvl_1L``, ``attn_bias_for_masking`` and
+every block's ``attn.zero_k_bias`` (see :func:`load_var_transformer`).
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ import torch
 
 from moss_models.core.checkpoints import (
     CHECKPOINT_ENV,
+    CheckpointMismatchError,
     CheckpointNotFoundError,
     check_state_dict,
     checkpoint_root,
     load_into,
     load_state_dict,
 )
+from moss_models.var.config import VAR_CONFIGS, VARConfig, get_var_config
+from moss_models.var.transformer import VARTransformer, block_causal_bias, level_ids
 from moss_models.var.vqvae import MultiScaleVQVAE, VQVAEConfig, get_vqvae_config
 
 VQVAE_RELEASE_FILE = "vae_ch160v4096z32.pth"
@@ -78,3 +83,125 @@ def load_vqvae(
     vae = vae.to_empty(device=device)
     load_into(vae, state, what)
     return vae.eval().requires_grad_(False)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The transformer (var_d16.pth … var_d36.pth)
+# --------------------------------------------------------------------------------------------------------------
+
+#: Buffers the release saves that are pure functions of ``patch_nums``: recomputed, and a saved copy is checked.
+DERIVED_BUFFERS = ("lvl_1L", "attn_bias_for_masking")
+
+
+def _transformer_missing_message(name: str, file: str, path: Path, explicit: bool) -> str:
+    where = "" if explicit else f" under the checkpoint folder {path.parent}"
+    return (
+        f"{name} needs its release checkpoint {file}, and it is missing{where} (looked for {path}). Download "
+        f"{file} (and the shared VQVAE {VQVAE_RELEASE_FILE}) from the Hugging Face repo FoundationVision/var into "
+        f"your checkpoint folder and point {CHECKPOINT_ENV} at it (export {CHECKPOINT_ENV}=/path/to/checkpoints), "
+        "or pass the folder or the file explicitly (root=... or path=... in Python)."
+    )
+
+
+def var_release_path(name: str, root: str | Path | None = None) -> Path:
+    """The release transformer file of config ``name`` under ``root`` (default ``$MOSS_CHECKPOINTS``, else
+    ``./checkpoints``); raises :class:`CheckpointNotFoundError` if it is not there."""
+    cfg = get_var_config(name)
+    if cfg.release_file is None:
+        raise ValueError(f"{name!r} has no release file; pass path=... (configs with one: {_released()})")
+    path = checkpoint_root(root) / cfg.release_file
+    if not path.is_file():
+        raise CheckpointNotFoundError(
+            _transformer_missing_message(cfg.name, cfg.release_file, path, explicit=False)
+        )
+    return path
+
+
+def _released() -> list[str]:
+    return sorted(n for n, c in VAR_CONFIGS.items() if c.release_file)
+
+
+def meta_var_transformer(config: VARConfig | str) -> VARTransformer:
+    """The transformer on the meta device: shapes, key names and parameter counts, no memory (accounting)."""
+    cfg = get_var_config(config) if isinstance(config, str) else config
+    with torch.device("meta"):
+        return VARTransformer(cfg)
+
+
+def _mismatch_hint(state: dict, config: VARConfig) -> str:
+    """Say which registered config a transformer state dict looks like, if it is not the requested one."""
+    width = state.get("word_embed.weight")
+    if width is None:
+        return ""
+    depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
+    shared = "shared_ada_lin.1.weight" in state
+    for other in VAR_CONFIGS.values():
+        if (other.embed_dim, other.depth, other.shared_aln) == (width.shape[0], depth, shared):
+            if other.name != config.name:
+                return f"The file looks like {other.name} weights (width {width.shape[0]}, depth {depth})."
+            return ""
+    kind = "shared" if shared else "per-block"
+    return f"The file has width {width.shape[0]}, depth {depth} and {kind} AdaLN."
+
+
+def _check_derived_buffers(state: dict, model: VARTransformer, what: str) -> dict:
+    """Check the saved schedule buffers against the recomputed ones, and add ``attn_bias_for_masking`` when the
+    file leaves it out: it is an (L, L) 0/−inf mask that only teacher forcing reads (1.85 MB at 256², 20 MB at
+    512²), fully determined by ``patch_nums``, so a file may drop it (the official-code fixture does) without
+    losing anything. ``lvl_1L`` is tiny and always saved; it is required like every other key."""
+    out = dict(state)
+    patch_nums = model.config.patch_nums
+    expected = {
+        "lvl_1L": level_ids(patch_nums).view(1, -1),
+        "attn_bias_for_masking": block_causal_bias(patch_nums),
+    }
+    for key in DERIVED_BUFFERS:
+        if key not in out:
+            if key == "attn_bias_for_masking":
+                out[key] = expected[key]
+            continue
+        saved = out[key]
+        if tuple(saved.shape) != tuple(expected[key].shape):
+            continue  # the strict key check lists it with its shapes
+        if saved.dtype != expected[key].dtype or not torch.equal(saved.cpu(), expected[key]):
+            raise CheckpointMismatchError(
+                f"{what}: its buffer {key} {tuple(saved.shape)} {saved.dtype} differs from the one the schedule "
+                f"patch_nums={patch_nums} defines ({expected[key].dtype}); the file was made for another "
+                "schedule or is corrupt. Pick the config whose patch_nums the checkpoint was trained with."
+            )
+    return out
+
+
+def load_var_transformer(
+    config: VARConfig | str,
+    path: str | Path | None = None,
+    *,
+    root: str | Path | None = None,
+    device: torch.device | str = "cpu",
+) -> VARTransformer:
+    """Build the transformer of ``config`` and load ``path`` (default: the config's release file under ``root``)
+    strictly; returns it in eval mode with gradients off and its blocks in the config's block dtype.
+
+    Every key of the release is required with its shape (missing, unexpected and mis-shaped keys are listed),
+    except ``attn_bias_for_masking``, which is recomputed when absent; the saved ``lvl_1L`` and
+    ``attn_bias_for_masking`` must equal the ones the config's schedule defines.
+    """
+    cfg = get_var_config(config) if isinstance(config, str) else config
+    if path is None:
+        if cfg.release_file is None:
+            raise ValueError(f"{cfg.name!r} has no release file; pass path=...")
+        path = checkpoint_root(root) / cfg.release_file
+        explicit = False
+    else:
+        path, explicit = Path(path), True
+    if not path.exists():
+        file = cfg.release_file or path.name
+        raise CheckpointNotFoundError(_transformer_missing_message(cfg.name, file, path, explicit))
+    what = f"VAR transformer checkpoint {path}"
+    model = meta_var_transformer(cfg)
+    state = _check_derived_buffers(load_state_dict(path), model, what)
+    # Checked on the meta model first: a mismatched multi-GB file fails before anything is allocated.
+    check_state_dict(model, state, what, _mismatch_hint(state, cfg))
+    model = model.to_empty(device=device).reset_derived_buffers()
+    load_into(model, state, what)
+    return model.cast_blocks().eval().requires_grad_(False)
