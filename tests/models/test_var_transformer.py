@@ -167,14 +167,6 @@ def test_missing_release_file_is_one_paragraph(tmp_path, monkeypatch):
 # ---- equivalence with the official code -----------------------------------------------------------------------
 
 
-@pytest.fixture
-def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
 def _official_layout(features: torch.Tensor) -> torch.Tensor:
     """``(B, l, Cvae)`` features in the layout the official loop passes to ``word_embed``: a channel-major
     ``(B, Cvae, l)`` map transposed (CPU GEMMs round a transposed operand differently)."""

@@ -63,6 +63,13 @@ CASES = [
         "generation.cuda_graphs=true with moss=fastvar",
     ),
     ("cuda-graphs-flex", ["attn=cssa_flex", "generation.cuda_graphs=true"], "generation.cuda_graphs=true"),
+    (
+        "classes-for-a-text-model",
+        ["data=imagenet_classes"],
+        "data=imagenet_classes gives ImageNet class labels",
+    ),
+    ("class-name-unknown", ["data=imagenet_classes", "data.classes=[dragon]"], "data.classes[0]='dragon'"),
+    ("class-name-ambiguous", ["data=imagenet_classes", "data.classes=[CARDIGAN]"], "[264, 474]"),
 ]
 if not __import__("torch").cuda.is_available():
     CASES.append(("cuda-graphs-on-cpu", ["generation.cuda_graphs=true"], "need a CUDA device"))

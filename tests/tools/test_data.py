@@ -89,3 +89,24 @@ def test_jsonl_not_utf8_and_line_ends(tmp_path):
     txt = tmp_path / "p.txt"
     txt.write_bytes(b"\xef\xbb\xbfa fox\rna\xc3\xafve owl\r\n")
     assert [it.prompt for it in PromptDataset.from_file(txt).items] == ["a fox", "na\u00efve owl"]
+
+
+def test_imagenet_classes_by_id_and_name():
+    data = PromptDataset.imagenet_classes([207, "volcano", "Cardigan", "cardigan", " 1 "], seed=3)
+    assert [it.label for it in data.items] == [207, 980, 264, 474, 1]
+    assert [it.prompt for it in data.items][:2] == ["golden retriever", "volcano"]
+    assert [it.seed for it in data.items] == [3, 4, 5, 6, 7] and data[0]["label"] == 207
+    assert data.items[0].condition == 207
+
+
+@pytest.mark.parametrize(
+    ("classes", "match"),
+    [
+        ([], "non-empty list"),
+        ([1000], r"data.classes\[0\]=1000: class id 1000 is outside"),
+        (["CARDIGAN"], "264, 474"),
+    ],
+)
+def test_imagenet_classes_refuse_bad_labels(classes, match):
+    with pytest.raises(UserError, match=match):
+        PromptDataset.imagenet_classes(classes)

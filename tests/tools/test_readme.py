@@ -42,6 +42,21 @@ SWEEP = (
 PEERS = "uv run python tools/run.py -m moss=off,k5,fastvar,fastervar"
 SUMMARIZE = "uv run python tools/summarize.py outputs/multiruns/<time>"
 RELEASE = "uv run python tools/run.py model=infinity moss=k5 attn=cssa_triton trainer=gpu"
+VAR_TINY = "uv run python tools/run.py model=var_tiny moss=k3 data=imagenet_classes"
+VAR_RELEASE = (
+    "uv run python tools/run.py model=var_d30 moss=k2 data=imagenet_classes 'data.classes=[207,volcano,88]' "
+    "trainer=gpu"
+)
+VAR_BENCH = (
+    "uv run python tools/bench.py +preset=paper_table model=var_d30 "
+    "'bench.moss=[off,k2,k3,skip1,skip2,fastvar,cfgoff]'"
+)
+SEARCH_TINY = "uv run python tools/search_thresholds.py model=var_tiny"
+SEARCH_RELEASE = (
+    "uv run python tools/search_thresholds.py model=var_d30 search.k=3 search.budget=0.5 "
+    "'search.conditions=[207,980,88,1]'"
+)
+VAR_COMMANDS = {VAR_TINY, VAR_RELEASE, VAR_BENCH, SEARCH_TINY, SEARCH_RELEASE}
 # Commands the test does not run, and why; every other command of the README runs exactly as written.
 NOT_RUN = {
     "git clone <this repo> moss && cd moss": "the tests run inside the clone",
@@ -83,10 +98,22 @@ def _uv_run(command: str, timeout: int = 300, env: dict | None = None):
 
 def test_every_readme_command_is_run_or_says_why_not():
     commands = _commands((ROOT / "README.md").read_text(encoding="utf-8"))
-    ran = {"uv run python tools/run.py", SWEEP, PEERS, SUMMARIZE, RELEASE}
+    ran = {"uv run python tools/run.py", SWEEP, PEERS, SUMMARIZE, RELEASE, *VAR_COMMANDS}
     for c in commands:
         assert c in ran or c in NOT_RUN or c.startswith(SLURM_PREFIX), f"README command not covered: {c}"
     assert ran <= set(commands), "a command this test runs is no longer in the README"
+
+
+def _remove_new_outputs(out, before) -> None:
+    """Remove what a test made under outputs/ (run folders, multiruns, bench and search files)."""
+    import shutil
+
+    made = (set(out.glob("*/*")) | set(out.glob("runs/*/*")) if out.is_dir() else set()) - before
+    for p in made:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
 
 
 def _records(run_dir):
@@ -151,9 +178,43 @@ def test_readme_commands_run_as_written(tmp_path):
         assert release.returncode == 2 and "Traceback" not in release.stderr, release.stderr[-3000:]
         assert "CUDA" in release.stderr or "MOSS_CHECKPOINTS" in release.stderr
     finally:
-        import shutil
+        _remove_new_outputs(out, before)
 
-        for p in (set(out.glob("*/*")) if out.is_dir() else set()) - before:
-            shutil.rmtree(p, ignore_errors=True)
-        for p in (set(out.glob("runs/*/*")) if out.is_dir() else set()) - before:
-            shutil.rmtree(p, ignore_errors=True)
+
+def test_var_readme_commands_run_as_written(tmp_path):
+    """The VAR section's commands: the tiny model on CPU, the threshold search, the accounting table; the release
+    ones stop at once with one paragraph (no GPU, no checkpoints here)."""
+    import json
+
+    out = ROOT / "outputs"
+    before = set(out.glob("*/*")) | set(out.glob("runs/*/*")) if out.is_dir() else set()
+    try:
+        tiny = _uv_run(VAR_TINY)
+        assert tiny.returncode == 0, tiny.stderr[-3000:]
+        assert tiny.stdout.strip().splitlines()[-1].startswith("moss: wrote 5 images (5 in the folder)")
+        (run_dir,) = [p for p in (out / "runs" / "var_tiny-k3-cssa").glob("*") if p not in before]
+        records = _records(run_dir)
+        assert [(r["label"], r["prompt"]) for r in records][:2] == [
+            (207, "golden retriever"),
+            (980, "volcano"),
+        ]
+        assert all(r["forward_passes"] == 8 and r["model"] == "var_tiny" for r in records)
+        search = _uv_run(SEARCH_TINY)
+        assert search.returncode == 0, search.stderr[-3000:]
+        preset = json.loads((out / "search" / "var_tiny-k2.json").read_text())
+        assert preset["tuned"] is False and preset["family"] == "var" and len(preset["thresholds"]) == 2
+        bench = _uv_run(VAR_BENCH)
+        assert bench.returncode == 0, bench.stderr[-3000:]
+        for row in (
+            "| off | 10 | 680 | 10 |",
+            "| k2 | 8+2 | 361 | 9 |",
+            "| k3 | 7+3 | 220 | 8 |",
+            "| fastvar |",
+        ):
+            assert row in bench.stdout, bench.stdout
+        for command in (VAR_RELEASE, SEARCH_RELEASE):
+            stopped = _uv_run(command)
+            assert stopped.returncode == 2 and "Traceback" not in stopped.stderr, stopped.stderr[-3000:]
+            assert "CUDA" in stopped.stderr or "var_d30.pth" in stopped.stderr
+    finally:
+        _remove_new_outputs(out, before)

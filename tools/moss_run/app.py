@@ -80,6 +80,7 @@ def run(cfg: DictConfig, prepared: Prepared) -> dict:
         measure=OmegaConf.to_container(cfg.measure),
         run_info=run_info,
         fallbacks=prepared.fallbacks,
+        warmup_condition=prepared.dataset.items[0].condition,
     )
     try:
         trainer.predict(

@@ -203,10 +203,13 @@ def accounting_rows(cfg: DictConfig) -> list[dict]:
     grids = meta.family.schedule(res, ratio).grids
     rows = []
     for name, method in _methods(cfg).items():
-        run = dry_run(
-            meta, method, resolution=res, aspect_ratio=ratio, batch_size=1, sampling=generation.sampling,
-            text_tokens=int(cfg.bench.text_tokens),
-        )  # fmt: skip
+        try:
+            run = dry_run(
+                meta, method, resolution=res, aspect_ratio=ratio, batch_size=1, sampling=generation.sampling,
+                text_tokens=int(cfg.bench.text_tokens),
+            )  # fmt: skip
+        except ValueError as err:  # a method this model cannot run (e.g. FasterVAR without rank tables)
+            raise UserError(f"bench.moss entry {name!r} with model={cfg.model.name}: {err}") from None
         rows.append(
             {
                 "moss": name,
@@ -323,7 +326,9 @@ def _fmt_flops(f: float) -> str:
 
 
 def markdown(cfg: DictConfig, rows: list[dict], meta: dict) -> str:
-    paper = cfg.model.name == "infinity_2b" and cfg.generation.resolution == 1024 and not cfg.model.arch
+    paper = (
+        cfg.model.name == "infinity_2b" and cfg.generation.resolution == 1024 and not cfg.model.get("arch")
+    )
     head = [
         f"# MoSs benchmark: {meta['model']} at {meta['resolution']}², {meta['device']}, {meta['mode']}",
         "",
@@ -358,8 +363,9 @@ def markdown(cfg: DictConfig, rows: list[dict], meta: dict) -> str:
         return f"{value} ({fmt.format(PAPER_TABLE1[name][key])})"
 
     if meta["mode"] == "accounting":
-        head.append("Ours, with the paper's Table 1 number in parentheses where it gives one.")
-        head.append("")
+        if paper:
+            head.append("Ours, with the paper's Table 1 number in parentheses where it gives one.")
+            head.append("")
         cols = ["config", "scales", "tokens", "passes", "KV GiB", "KV reduction", "FLOPs", "FLOP ratio"]
         lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for r in rows:
@@ -469,8 +475,8 @@ def run_bench(cfg: DictConfig) -> dict:
         torch.set_num_threads(default_threads)  # for callers in the same process (tests)
     meta = {
         "mode": mode,
-        "model": cfg.model.name + ("+arch" if cfg.model.arch else ""),
-        "arch": OmegaConf.to_container(cfg.model.arch),
+        "model": cfg.model.name + ("+arch" if cfg.model.get("arch") else ""),
+        "arch": OmegaConf.to_container(cfg.model.arch) if cfg.model.get("arch") else {},
         "weights": cfg.model.weights,
         "resolution": cfg.generation.resolution,
         "batch_size": int(cfg.generation.batch_size),

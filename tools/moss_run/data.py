@@ -27,6 +27,12 @@ class PromptItem:
     prompt: str
     seed: int
     aspect_ratio: float | None = None  # None: the run's generation.aspect_ratio
+    label: int | None = None  # a class-conditional model's label (the prompt is then the class name)
+
+    @property
+    def condition(self) -> int | str:
+        """What the model is conditioned on: the class label, or the prompt."""
+        return self.label if self.label is not None else self.prompt
 
 
 class PromptDataset(Dataset):
@@ -44,6 +50,24 @@ class PromptDataset(Dataset):
                 raise UserError(f"data.prompts[{i}] must be a non-empty string, got {p!r}")
             items.append(PromptItem(i, f"{i:05d}", p.strip(), seed + i))
         return cls(items)
+
+    @classmethod
+    def imagenet_classes(cls, classes: Sequence[int | str], seed: int = 0) -> PromptDataset:
+        """ImageNet-1k classes for a class-conditional model: ids, or class names (``data.classes``)."""
+        from moss_models.var.classes import class_label, imagenet_classes
+
+        if isinstance(classes, str | int) or not classes:
+            raise UserError(
+                f"data.classes must be a non-empty list of ImageNet class ids or names, got {classes!r}"
+            )
+        items = []
+        for i, value in enumerate(classes):
+            try:
+                label = class_label(value)
+            except ValueError as err:
+                raise UserError(f"data.classes[{i}]={value!r}: {err}") from None
+            items.append(PromptItem(i, f"{i:05d}", imagenet_classes()[label], seed + i, label=label))
+        return cls(items, "<imagenet classes>")
 
     @classmethod
     def from_file(cls, path: str | Path, seed: int = 0) -> PromptDataset:

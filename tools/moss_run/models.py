@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from moss_models import CheckpointMismatchError, CheckpointNotFoundError, NextScaleGenerator
-from moss_models.infinity import release_paths
+from moss_models.core import model_entry
 from moss_run.errors import UserError
 
 
@@ -29,8 +29,12 @@ def check_model_files(model_cfg) -> None:
     if model_cfg.get("weights") != "release":
         return
     try:
-        release_paths(model_cfg.name, model_cfg.checkpoints)
-    except CheckpointNotFoundError as err:
-        raise UserError(f"model={model_cfg.name}: {err}") from None
+        entry = model_entry(model_cfg.name)
     except ValueError as err:
         raise UserError(f"model.name: {err}") from None
+    if entry.release_paths is None:
+        raise UserError(f"model={model_cfg.name} has no release files; use model.weights=random")
+    try:
+        entry.release_paths(model_cfg.checkpoints)
+    except CheckpointNotFoundError as err:
+        raise UserError(f"model={model_cfg.name}: {err}") from None

@@ -28,6 +28,7 @@ class GenerationModule(L.LightningModule):
         measure: dict,
         run_info: dict,
         fallbacks: list[str],
+        warmup_condition: int | str = "warm-up",
     ):
         super().__init__()
         self.build_generator = build_generator
@@ -37,6 +38,7 @@ class GenerationModule(L.LightningModule):
         self.measure = dict(measure)
         self.run_info = dict(run_info)
         self.fallbacks = list(fallbacks)
+        self.warmup_condition = warmup_condition  # what the warm-up generates: a prompt, or a class label
         self.generator: NextScaleGenerator | None = None
         self.flops: int | None = None
 
@@ -66,7 +68,7 @@ class GenerationModule(L.LightningModule):
             self.flops = int(run.flops)
         # Untimed warm-up generations (kernel selection, caches, lazy init).
         for _ in range(int(self.measure.get("warmup", 0))):
-            self._generate(["warm-up"], [0], self.generation.aspect_ratio)
+            self._generate([self.warmup_condition], [0], self.generation.aspect_ratio)
 
     def predict_step(self, batch: list[dict], batch_idx: int) -> list[dict]:
         device = self.trainer.strategy.root_device
@@ -77,7 +79,10 @@ class GenerationModule(L.LightningModule):
             timer = StageTimer(device)
             with peak_memory(device) as peak:  # bytes on CUDA, None elsewhere
                 result = self._generate(
-                    [it["prompt"] for it in items], [it["seed"] for it in items], ratio, timer
+                    [it["label"] if it["label"] is not None else it["prompt"] for it in items],
+                    [it["seed"] for it in items],
+                    ratio,
+                    timer,
                 )
             seconds = dict(timer.seconds)
             seconds["backbone"] = sum(v for k, v in seconds.items() if k != "decode")
@@ -103,6 +108,7 @@ class GenerationModule(L.LightningModule):
                     extra={
                         "skipped_scales": list(result.stats.skipped_scales),
                         "prompt_truncated": bool(result.truncated[i]) if result.truncated else False,
+                        **({"label": item["label"]} if item["label"] is not None else {}),
                     },
                 )
                 outputs.append({"image": result.images[i].cpu().numpy(), "record": record})

@@ -216,6 +216,24 @@ def build_method(cfg: DictConfig) -> Method:
     return method
 
 
+def check_conditions(cfg: DictConfig, dataset: PromptDataset) -> None:
+    """Class labels for a class-conditional model, prompts for a text-conditional one."""
+    name = _get(cfg, "model.name")
+    kind = model_entry(name).conditions
+    labelled = any(it.label is not None for it in dataset.items)
+    data = HydraConfig.get().runtime.choices.get("data")
+    if kind == "labels" and not labelled:
+        raise UserError(
+            f"model={name} is class-conditional (ImageNet classes), and data={data} gives text prompts; use "
+            "data=imagenet_classes ('data.classes=[207,volcano]': class ids or names)"
+        )
+    if kind == "prompts" and labelled:
+        raise UserError(
+            f"data={data} gives ImageNet class labels, and model={name} is conditioned on text prompts; use "
+            "data=prompts or data=prompts_file with this model"
+        )
+
+
 def check_machine(cfg: DictConfig, method: Method, fallbacks: list[str]) -> Method:
     """Errors for what this machine cannot run; returns the method with the attention this machine runs."""
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
@@ -356,6 +374,7 @@ def prepare(cfg: DictConfig) -> Prepared:
     method = check_machine(cfg, build_method(cfg), fallbacks)
     generation = build_object(cfg.generation, "generation")
     dataset = build_object(cfg.data, "data")
+    check_conditions(cfg, dataset)
     choices = HydraConfig.get().runtime.choices
     run_info = {
         "run_name": cfg.run_name,

@@ -13,7 +13,10 @@ keys, strict loading, bit-identical with the official CPU outputs).
 (256, 256)
 """
 
-from moss_models import infinity  # noqa: F401  (registers the Infinity models and presets)
+from moss_models import (
+    infinity,  # noqa: F401  (registers the Infinity models and presets)
+    var,  # noqa: F401  (registers the VAR models and presets)
+)
 from moss_models.core import (
     MODELS,
     SEEDING_MODES,

@@ -144,6 +144,23 @@ class ScaleFamily(ABC):
         """The running sum after a pass: each scale's codes (or residuals at the selected positions, scattered
         and upsampled) added onto the latent grid."""
 
+    def accumulate_images(
+        self,
+        latent: torch.Tensor,
+        samples: torch.Tensor,
+        tokens: StepTokens,
+        schedule: Any,
+        *,
+        per_image: bool,
+    ) -> torch.Tensor:
+        """What the generator calls: :meth:`accumulate`, told whether the generation is ``per_image``.
+
+        A family whose update rounds differently with the batch size (VAR's φ convolutions) overrides this to
+        update each image on its own in ``per_image`` mode, as :meth:`decode` does; default: :meth:`accumulate`.
+        """
+        del per_image
+        return self.accumulate(latent, samples, tokens, schedule)
+
     # ---------------------------------------------------------------- decode
 
     @abstractmethod

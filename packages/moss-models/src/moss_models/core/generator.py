@@ -288,7 +288,7 @@ class NextScaleGenerator:
                 raw = family.logits(hidden, step_ctx, tokens, step_sampling, schedule)
             samples = family.sample(raw, tokens, step_sampling, schedule, generators, batch)
             samples = family.finish(samples, hidden, step_ctx, tokens, schedule)
-            latent = family.accumulate(latent, samples, tokens, schedule)
+            latent = family.accumulate_images(latent, samples, tokens, schedule, per_image=per_image)
             outputs.append(
                 StepOutput(
                     step, tokens, samples,

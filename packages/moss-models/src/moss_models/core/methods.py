@@ -174,6 +174,8 @@ class Moss(Method):
     num_draft_scales: int | None = None
     name: str = ""
     hook: SublayerHook | None = None
+    # equal neighbouring thresholds give a refine scale no tokens (what the threshold search tries)
+    allow_empty_bands: bool = False
 
     def __post_init__(self) -> None:
         try:
@@ -209,7 +211,12 @@ class Moss(Method):
                 f"{n}-scale schedule, but thresholds has {self.k} entries {list(self.thresholds)}; give one "
                 "threshold per refine scale"
             )
-        return ScalePlan(tuple(tuple(g) for g in grids), n - self.k, self.thresholds)
+        return ScalePlan(
+            tuple(tuple(g) for g in grids),
+            n - self.k,
+            self.thresholds,
+            allow_empty_bands=self.allow_empty_bands,
+        )
 
     def plan(self, grids: Sequence[Grid]) -> StepPlan:
         grids = tuple(tuple(g) for g in grids)

@@ -30,6 +30,11 @@ class ModelEntry:
     description: str = ""
     # (arch) -> the block groups of the model (ranges of layers), without building it; None: not known up front
     layer_groups: Callable[[dict], tuple[range, ...]] | None = None
+    # what the model is conditioned on: "prompts" (text) or "labels" (class ids)
+    conditions: str = "prompts"
+    # (checkpoint root) -> {role: path} of the release files, raising CheckpointNotFoundError (one paragraph naming
+    # every missing file) when some are missing; None: the model has no release files
+    release_paths: Callable[[Any], dict] | None = None
 
 
 MODELS: dict[str, ModelEntry] = {}

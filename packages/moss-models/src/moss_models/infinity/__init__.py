@@ -1,6 +1,8 @@
 """Infinity (FoundationVision/Infinity) as a model family: checkpoint-compatible transformer, BSQ VAE, text
 encoder, schedules, the MoSs presets, and :class:`InfinityFamily` (the math the core generator calls)."""
 
+import functools
+
 from moss_models.core.registry import ModelEntry, register_model
 from moss_models.infinity import presets  # noqa: F401  (registers the paper's thresholds)
 from moss_models.infinity.accounting import count_backbone_flops, estimate_kv_cache
@@ -54,6 +56,7 @@ for _name, _config in CONFIGS.items():
             default_resolution=_config.max_resolution,
             description=f"Infinity {_name.removeprefix('infinity_')}",
             layer_groups=_layer_groups_of(_config),
+            release_paths=functools.partial(release_paths, _name) if _name in RELEASE_FILES else None,
         )
     )
 

@@ -205,3 +205,87 @@ def load_var_transformer(
     model = model.to_empty(device=device).reset_derived_buffers()
     load_into(model, state, what)
     return model.cast_blocks().eval().requires_grad_(False)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The registry's builder
+# --------------------------------------------------------------------------------------------------------------
+
+
+def release_paths(name: str, root: str | Path | None = None) -> dict[str, Path]:
+    """The two files a release model needs (its transformer and the shared VQVAE) under the checkpoint root;
+    raises :class:`CheckpointNotFoundError` naming every missing one, before anything is built."""
+    cfg = get_var_config(name)
+    if cfg.release_file is None:
+        raise ValueError(f"{name!r} has no release files; choose one of {_released()} or weights=random")
+    base = checkpoint_root(root)
+    paths = {"transformer": base / cfg.release_file, "vae": base / VQVAE_RELEASE_FILE}
+    missing = {k: p for k, p in paths.items() if not p.is_file()}
+    if missing:
+        listed = "; ".join(f"{k} {p.name} (looked for {p})" for k, p in missing.items())
+        raise CheckpointNotFoundError(
+            f"{name} needs its release checkpoints, and {len(missing)} of {len(paths)} are missing: {listed}. "
+            f"Download them from the Hugging Face repo FoundationVision/var into one folder and point "
+            f"{CHECKPOINT_ENV} at it (export {CHECKPOINT_ENV}=/path/to/checkpoints), or pass the folder "
+            "explicitly (checkpoints=... in Python; paths.checkpoints=... for tools/run.py)."
+        )
+    return paths
+
+
+def random_vqvae(config: VQVAEConfig, seed: int = 0, device: torch.device | str = "cpu") -> MultiScaleVQVAE:
+    """The VQVAE with torch's default initialisation drawn from ``seed`` (the global RNG is left untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vae = MultiScaleVQVAE(config)
+    return vae.to(device).eval().requires_grad_(False)
+
+
+def random_var_transformer(
+    config: VARConfig, seed: int = 0, device: torch.device | str = "cpu"
+) -> VARTransformer:
+    """The transformer with seeded random weights (:meth:`VARTransformer.init_random`, drawn on the CPU)."""
+    model = VARTransformer(config).init_random(seed)
+    return model.to(device).reset_derived_buffers().cast_blocks().eval().requires_grad_(False)
+
+
+def build(
+    name: str,
+    *,
+    weights: str = "release",
+    checkpoints: str | Path | None = None,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    more_smooth: bool = False,
+    dtype: str | torch.dtype | None = None,
+):
+    """The registry's builder (``moss_models.load("var_d30", ...)``).
+
+    ``more_smooth``: the official Gumbel smoothing of the codes (visualisation; not for FID); ``dtype``: the
+    blocks' weight dtype (``fp32``, as released, or ``bf16``/``fp16``, run under autocast to it off CUDA).
+    Random weights: the transformer from ``seed``, the VQVAE from ``seed + 1``.
+    """
+    from moss_models.core.generator import NextScaleGenerator
+    from moss_models.var.family import VARFamily, meta_family
+
+    cfg = get_var_config(name)
+    if dtype is not None:
+        dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+        if isinstance(dtype, str) and dtype not in dtypes:
+            raise ValueError(f"dtype={dtype!r}; choose one of {sorted(dtypes)}")
+        cfg = cfg.with_(block_dtype=dtypes[dtype] if isinstance(dtype, str) else dtype)
+    if torch.device(device).type == "meta":
+        family = meta_family(cfg, more_smooth=more_smooth)
+    elif weights == "random":
+        family = VARFamily(
+            random_var_transformer(cfg, seed, device),
+            random_vqvae(cfg.vae, seed + 1, device),
+            more_smooth=more_smooth,
+        )
+    else:
+        paths = release_paths(name, checkpoints)
+        family = VARFamily(
+            load_var_transformer(cfg, paths["transformer"], device=device).cast_blocks(),
+            load_vqvae(paths["vae"], config=cfg.vae, device=device),
+            more_smooth=more_smooth,
+        )
+    return NextScaleGenerator(family, name=cfg.name, default_resolution=cfg.resolution)

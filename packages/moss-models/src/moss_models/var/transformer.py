@@ -347,11 +347,13 @@ class VARTransformer(nn.Module):
                 f"got values in {low} … {high}"
             )
 
-    def prepare(self, labels: torch.Tensor, *, guidance: bool = False) -> VARContext:
+    def prepare(self, labels: torch.Tensor, *, guidance: bool = False, check: bool = True) -> VARContext:
         """The conditioning of one generation: the rows ``labels`` (with ``guidance``, followed by as many null
         rows), their class embeddings and every block's :class:`VARBlockConstants`, computed once for every
-        pass. The gains are computed on all rows at once, as the official loop computes them."""
-        self.check_labels(labels)
+        pass. The gains are computed on all rows at once, as the official loop computes them. ``check``
+        validates the label values (a device read; the engine checks them once, before its loop)."""
+        if check:
+            self.check_labels(labels)
         labels = labels.to(device=self.class_emb.weight.device, dtype=torch.long)
         if guidance:
             labels = torch.cat((labels, torch.full_like(labels, self.config.num_classes)))
