@@ -133,20 +133,26 @@ def test_moss_k1_band_100_is_the_baseline_bit_for_bit(gens, run, seeding):
 
 
 def test_moss_presets_are_registered_and_pack_the_refine_scales(tiny):
-    assert preset_thresholds("var", "k2") == (50.0, 25.0) and preset_thresholds("var", "k3") == (
-        50.0,
-        15.0,
-        5.0,
+    # the presets are the threshold search's files (on var_tiny's random weights: untuned, and they say so)
+    found = moss_models.var.presets.FOUND
+    for name in ("k2", "k3"):
+        assert preset_thresholds("var", name) == tuple(found[name]["thresholds"])
+        assert found[name]["tuned"] is False and found[name]["model"] == "var_tiny"
+        assert found[name]["how"]["evaluations"] == len(found[name]["trace"]) > 1
+    assert preset_thresholds("var", "k2") == (20.0, 10.0) and preset_thresholds("var", "k3") == (
+        30.0,
+        20.0,
+        10.0,
     )
     assert moss_models.var.presets.UNTUNED
     base = tiny.generate(LABELS, [0, 1])
     k2 = tiny(LABELS, method="k2", seed=0).result
     k3 = tiny(LABELS, method="k3", seed=0).result
-    # k2: the band (25, 50] of 13² (42 tokens) and (0, 25] of 16² (64) after the eight drafter scales
+    # k2: the band (10, 20] of 13² (17 tokens) and (0, 10] of 16² (26) after the eight drafter scales
     assert k2.stats.tokens_per_pass[:8] == [p * p for p in PATCH_NUMS[:8]]
     assert [s.count for s in k2.dispatch.selections] == [p.count for p in k2.steps[-1].tokens.parts]
-    assert k2.stats.tokens_per_pass[-1] == sum(s.count for s in k2.dispatch.selections) == 106
-    assert k3.stats.tokens_per_pass == [1, 4, 9, 16, 25, 36, 64, 65]
+    assert k2.stats.tokens_per_pass[-1] == sum(s.count for s in k2.dispatch.selections) == 43
+    assert k3.stats.tokens_per_pass == [1, 4, 9, 16, 25, 36, 64, 53]
     assert k2.stats.kv_cache_bytes < base.stats.kv_cache_bytes
     for r in (k2, k3):
         assert r.images.shape == (2, 256, 256, 3) and bool(torch.isfinite(r.latent).all())

@@ -207,8 +207,8 @@ def test_var_readme_commands_run_as_written(tmp_path):
         assert bench.returncode == 0, bench.stderr[-3000:]
         for row in (
             "| off | 10 | 680 | 10 |",
-            "| k2 | 8+2 | 361 | 9 |",
-            "| k3 | 7+3 | 220 | 8 |",
+            "| k2 | 8+2 | 298 | 9 |",
+            "| k3 | 7+3 | 208 | 8 |",
             "| fastvar |",
         ):
             assert row in bench.stdout, bench.stdout
