@@ -48,8 +48,7 @@ VAR_RELEASE = (
     "trainer=gpu"
 )
 VAR_BENCH = (
-    "uv run python tools/bench.py +preset=paper_table model=var_d30 "
-    "'bench.moss=[off,k2,k3,skip1,skip2,fastvar,cfgoff]'"
+    "uv run python tools/bench.py +preset=paper_table model=var_d30 'bench.moss=[off,k2,k3,fastvar,cfgoff]'"
 )
 SEARCH_TINY = "uv run python tools/search_thresholds.py model=var_tiny"
 SEARCH_RELEASE = (
