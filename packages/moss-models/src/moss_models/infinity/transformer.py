@@ -33,6 +33,7 @@ from moss_attention import (
     mixed_scale_attention,
     qk_scale,
 )
+from moss_models.core.context import GuidanceRows
 from moss_models.core.pass_spec import PassSpec
 from moss_models.infinity.config import InfinityConfig
 
@@ -132,7 +133,7 @@ class BlockConstants:
 
 
 @dataclass
-class TextContext:
+class TextContext(GuidanceRows):
     """Text conditioning of one batch (rows = images, or 2× images with CFG: conditional rows first)."""
 
     cond: torch.Tensor  # (B, D) fp32: the pooled text vector, start token and AdaLN condition
@@ -144,24 +145,11 @@ class TextContext:
     has_uncond: bool = False  # the second half of the rows are the images' unconditional rows (CFG)
     blocks: tuple[BlockConstants, ...] = ()  # per block, from InfinityTransformer.prepare
 
-    @property
-    def batch_size(self) -> int:
-        return self.cond.shape[0]
-
-    @property
-    def images(self) -> int:
-        return self.batch_size // (2 if self.has_uncond else 1)
-
     def rows(self, which: str) -> TextContext:
         """The conditional (``cond``) or unconditional (``uncond``) row of every image."""
-        if which not in ("cond", "uncond"):
-            raise ValueError(f"rows must be 'cond' or 'uncond', got {which!r}")
-        if not self.has_uncond:
-            if which == "uncond":
-                raise ValueError("this context has no unconditional rows")
+        sl = self.row_slice(which)
+        if sl is None:
             return self
-        b = self.images
-        sl = slice(0, b) if which == "cond" else slice(b, 2 * b)
         start, stop = self.bounds[sl.start], self.bounds[sl.stop]
         return TextContext(
             cond=self.cond[sl],

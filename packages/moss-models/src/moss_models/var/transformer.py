@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from moss_attention import attention_over_cache, cosine_multiplier, mixed_scale_attention
+from moss_models.core.context import GuidanceRows
 from moss_models.core.pass_spec import PassSpec
 from moss_models.var.config import VARConfig
 
@@ -58,7 +59,7 @@ class VARBlockConstants:
 
 
 @dataclass
-class VARContext:
+class VARContext(GuidanceRows):
     """Class conditioning of one batch: rows are images, or with guidance ``[labels…, null…]`` (conditional rows
     first, as the official loop orders them)."""
 
@@ -67,24 +68,11 @@ class VARContext:
     has_uncond: bool = False
     blocks: tuple[VARBlockConstants, ...] = ()
 
-    @property
-    def batch_size(self) -> int:
-        return self.cond.shape[0]
-
-    @property
-    def images(self) -> int:
-        return self.batch_size // (2 if self.has_uncond else 1)
-
     def rows(self, which: str) -> VARContext:
         """The conditional (``cond``) or unconditional (``uncond``) row of every image."""
-        if which not in ("cond", "uncond"):
-            raise ValueError(f"rows must be 'cond' or 'uncond', got {which!r}")
-        if not self.has_uncond:
-            if which == "uncond":
-                raise ValueError("this context has no unconditional rows")
+        sl = self.row_slice(which)
+        if sl is None:
             return self
-        b = self.images
-        sl = slice(0, b) if which == "cond" else slice(b, 2 * b)
         return VARContext(
             labels=self.labels[sl],
             cond=self.cond[sl],
