@@ -121,6 +121,31 @@ class PassSpec:
             return run(x, None)
         return self.group_hook(GroupSite(group, layers, self), x, run)
 
+    def run_blocks(self, blocks, layer_groups, x: torch.Tensor, ctx: Any) -> torch.Tensor:
+        """The whole pass: ``blocks[layer](x, ctx, layer, spec)`` group by group through the group hook, block
+        outputs to ``layer_outputs``, then the cache commit if the pass appended. Every family's transformer runs
+        its blocks through this, so the hooks mean the same in every family."""
+
+        def run(x_in: torch.Tensor, index: torch.Tensor | None, layers: range) -> torch.Tensor:
+            sub = self.subset(index)  # the tokens at ``index``: their positions gathered
+            for layer in layers:
+                x_in = blocks[layer](x_in, ctx, layer, sub)
+                if self.layer_outputs is not None and layer != layers[-1]:
+                    # inside a group that a hook runs on other tokens (FasterVAR's projections) a block's output
+                    # is not the pass's hidden state: none is kept for it
+                    self.layer_outputs(layer, x_in if index is None else None)
+            return x_in
+
+        for group, layers in enumerate(layer_groups):
+            x = self.block_group(
+                group, layers, x, lambda x_in, index, layers=layers: run(x_in, index, layers)
+            )
+            if self.layer_outputs is not None:
+                self.layer_outputs(layers[-1], x)  # the group's output, restored by its hook if it had one
+        if self.cache is not None and self.append:
+            self.cache.commit()
+        return x
+
     def subset(self, index: torch.Tensor | None) -> PassSpec:
         """The spec of the tokens at ``index`` ``(B, n)`` of this pass (their positions gathered per image).
 

@@ -502,27 +502,7 @@ class InfinityTransformer(nn.Module):
         return tuple(range(c * per, (c + 1) * per) for c in range(self.config.block_chunks))
 
     def run_blocks(self, x: torch.Tensor, text: TextContext, spec: PassSpec) -> torch.Tensor:
-        blocks = self.blocks
-
-        def run(x_in: torch.Tensor, index: torch.Tensor | None, layers: range) -> torch.Tensor:
-            sub = spec.subset(index)  # the tokens at ``index``: their positions gathered
-            for layer in layers:
-                x_in = blocks[layer](x_in, text, layer, sub)
-                if spec.layer_outputs is not None and layer != layers[-1]:
-                    # inside a group that a hook runs on other tokens (FasterVAR's projections) a block's output
-                    # is not the pass's hidden state: none is kept for it
-                    spec.layer_outputs(layer, x_in if index is None else None)
-            return x_in
-
-        for group, layers in enumerate(self.layer_groups):
-            x = spec.block_group(
-                group, layers, x, lambda x_in, index, layers=layers: run(x_in, index, layers)
-            )
-            if spec.layer_outputs is not None:
-                spec.layer_outputs(layers[-1], x)  # the group's output, restored by its hook if it had one
-        if spec.cache is not None and spec.append:
-            spec.cache.commit()
-        return x
+        return spec.run_blocks(self.blocks, self.layer_groups, x, text)
 
     def logits(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """``(B, L, 2·d)`` bit logits in fp32; ``[..., 2k + b]`` is bit k taking value b."""

@@ -438,25 +438,7 @@ class VARTransformer(nn.Module):
                 f"x must be (R, N, {self.config.embed_dim}) with the context's R={ctx.batch_size} rows, "
                 f"got {tuple(x.shape)}"
             )
-        blocks = self.blocks
-
-        def run(x_in: torch.Tensor, index: torch.Tensor | None, layers: range) -> torch.Tensor:
-            sub = spec.subset(index)
-            for layer in layers:
-                x_in = blocks[layer](x_in, ctx, layer, sub)
-                if spec.layer_outputs is not None and layer != layers[-1]:
-                    spec.layer_outputs(layer, x_in if index is None else None)
-            return x_in
-
-        for group, layers in enumerate(self.layer_groups):
-            x = spec.block_group(
-                group, layers, x, lambda x_in, index, layers=layers: run(x_in, index, layers)
-            )
-            if spec.layer_outputs is not None:
-                spec.layer_outputs(layers[-1], x)
-        if spec.cache is not None and spec.append:
-            spec.cache.commit()
-        return x
+        return spec.run_blocks(self.blocks, self.layer_groups, x, ctx)
 
     def logits(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """``(R, N, V)`` fp32 logits over the VQVAE codebook: ``head(AdaLN(h))`` (the official ``get_logits``)."""
