@@ -47,7 +47,12 @@ def main(cfg: DictConfig) -> float | None:
         prepared = prepare(cfg)
         from moss_run.app import run
 
-        summary = run(cfg, prepared)
+        after = None
+        if prepared.evaluators:
+            from moss_run.evaluation import quality_step
+
+            after = quality_step(cfg, prepared, run)
+        summary = run(cfg, prepared, after=after)
     except UserError as err:
         message = f"error: {err}"
         print(message, file=sys.stderr)

@@ -91,3 +91,24 @@ def test_numpy_input():
     np = pytest.importorskip("numpy")
     img = pattern()
     assert psnr(img.numpy(), np.asarray(img) + np.uint8(10)) == pytest.approx(20 * math.log10(25.5), abs=1e-3)
+
+
+def test_lpips_only_when_a_model_is_given():
+    img, ref = pattern(seed=3), pattern(seed=4)
+    assert set(fidelity(img, ref)) == {"psnr", "ssim", "ms_ssim"}  # existing callers: unchanged
+    seen = []
+
+    def per_image_distance(a, b):  # an LPIPS stand-in: float (B, 3, H, W) in [0, 1] -> (B,)
+        seen.append((a, b))
+        return (a - b).abs().mean(dim=(1, 2, 3))
+
+    batch, refs = torch.stack([img, img]), torch.stack([ref, img])
+    out = fidelity(batch, refs, lpips=per_image_distance)
+    a, b = seen[0]
+    assert a.shape == (2, 3, 32, 32) and a.dtype == torch.float32 and float(a.max()) <= 1.0
+    as_float = img.permute(2, 0, 1).float() / 255
+    torch.testing.assert_close(a[0], as_float)
+    assert torch.equal(b[1], a[1])  # the second reference is the image itself
+    # the mean of per-image distances: the second pair is identical
+    expected = (as_float - ref.permute(2, 0, 1).float() / 255).abs().mean().item() / 2
+    assert out["lpips"] == pytest.approx(expected, rel=1e-6)

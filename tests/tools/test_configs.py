@@ -31,8 +31,8 @@ def test_models_compose(model, tmp_path):
     cfg = compose_config([f"model={model}"], tmp_path)
     build = instantiate(cfg.model)
     assert callable(build)
-    assert cfg.generation.resolution in (256, 512, 1024)
-    expected = {"tiny": "infinity_tiny", "infinity": "infinity_2b"}.get(model, model)
+    assert cfg.generation.resolution in (128, 256, 512, 1024)
+    expected = {"tiny": "infinity_tiny", "infinity": "infinity_2b", "hart": "hart_0.7b"}.get(model, model)
     assert cfg.model.name == expected
     meta = build(device="meta")  # the real modules, no weights: every model builds without its files
     assert isinstance(meta, NextScaleGenerator) and meta.device.type == "meta"
@@ -43,6 +43,31 @@ def test_the_tiny_model_group_builds_a_ready_generator(tmp_path):
     pipe = instantiate(cfg.model)(device="cpu")
     out = pipe(["a red fox"], method="k2", seed=0)
     assert out.images[0].size == (256, 256)
+
+
+def test_peer_configs_take_the_family_release(tmp_path):
+    """moss=fastvar / fastervar are the peers' released settings for the model's family (VAR: Infinity's)."""
+    from moss_models.hart.presets import FASTERVAR, FASTVAR
+
+    hart = build_method(compose_config(["model=hart_tiny", "moss=fastvar"], tmp_path))
+    assert (hart.prune, hart.cache_scale, hart.layers, hart.skip) == (
+        FASTVAR["prune"], FASTVAR["cache_scale"], FASTVAR["layers"], FASTVAR["skip"]
+    )  # fmt: skip
+    assert tuple(hart.sublayers) == FASTVAR["sublayers"]
+    faster = build_method(compose_config(["model=hart_tiny", "moss=fastervar"], tmp_path))
+    assert (faster.unguided, faster.low_rank, faster.skip) == (
+        FASTERVAR["unguided"], FASTERVAR["low_rank"], FASTERVAR["skip"]
+    )  # fmt: skip
+    for model in ("infinity_2b", "var_d30"):  # the values only: the tiny models have too few blocks for them
+        m = OmegaConf.to_container(
+            compose_config([f"model={model}", "moss=fastvar"], tmp_path).moss, resolve=True
+        )
+        assert (m["prune"], m["cache_scale"], m["layers"], m["skip"]) == (
+            [[-4, 0.4], [-3, 0.5]],
+            -5,
+            [3, 28],
+            [-2, -1],
+        )
 
 
 PAPER = {"k2": (50, 25), "k3": (50, 15, 5), "k4": (80, 70, 30, 10), "k5": (90, 50, 15, 10, 5)}
@@ -83,10 +108,15 @@ def test_thresholds_and_drafter_scales_from_the_command_line(tmp_path):
 
 
 def test_a_family_without_the_preset_says_so(tmp_path):
-    cfg = compose_config(["moss=k5", "model.family=hart"], tmp_path)
+    cfg = compose_config(["moss=k5", "model.family=lumina"], tmp_path)
     with pytest.raises(
         Exception,
-        match=r"moss=k5 with model.family=hart: unknown model family 'hart' for threshold presets",
+        match=r"moss=k5 with model.family=lumina: unknown model family 'lumina' for threshold presets",
+    ):
+        OmegaConf.to_container(cfg.moss, resolve=True)
+    cfg = compose_config(["moss=k5", "model=hart_tiny"], tmp_path)  # HART: the paper gives k2 only
+    with pytest.raises(
+        Exception, match=r"moss=k5 with model.family=hart: unknown preset 'k5' for family 'hart'"
     ):
         OmegaConf.to_container(cfg.moss, resolve=True)
     # VAR has presets, but not for every k (the paper gives none; its k2/k3 are untuned placeholders)

@@ -56,6 +56,21 @@ SEARCH_RELEASE = (
     "'search.conditions=[207,980,88,1]'"
 )
 VAR_COMMANDS = {VAR_TINY, VAR_RELEASE, VAR_BENCH, SEARCH_TINY, SEARCH_RELEASE}
+QUALITY_RUN = "uv run python tools/run.py data=geneval data.limit=4 'eval=[fidelity]'"
+QUALITY_EVALUATE = "uv run python tools/evaluate.py outputs/runs/<name>/<time> 'eval=[fidelity]'"
+GENEVAL_RELEASE = (
+    "uv run python tools/run.py model=infinity_2b data=geneval 'eval=[geneval,fidelity]' trainer=gpu"
+)
+PREFERENCE = (
+    "uv run python tools/evaluate.py RUN_DIR 'eval=[hps,imagereward,clip_score]' evaluation.device=cuda"
+)
+QUALITY_COMMANDS = {QUALITY_RUN, QUALITY_EVALUATE, GENEVAL_RELEASE, PREFERENCE}
+HART_TINY = "uv run python tools/run.py model=hart_tiny moss=k2"
+HART_BENCH = (
+    "uv run python tools/bench.py +preset=paper_table model=hart 'bench.moss=[off,k2,fastvar,fastervar]'"
+)
+ANALYZE = "uv run python tools/analyze.py"
+HART_ANALYSIS_COMMANDS = {HART_TINY, HART_BENCH, ANALYZE}
 # Commands the test does not run, and why; every other command of the README runs exactly as written.
 NOT_RUN = {
     "git clone <this repo> moss && cd moss": "the tests run inside the clone",
@@ -65,6 +80,16 @@ NOT_RUN = {
     "alone into an empty venv (tools/check_wheels.sh)",
     "uv pip install ./packages/moss-models": "as above",
     "uv build --package moss-dispatch": "tools/check_wheels.sh builds every member in CI",
+    "uv run python tools/run.py model=infinity_2b moss=k5 data=geneval data.rewrite_file=/path/prompt_rewrite_cache.json "
+    "'eval=[geneval]' trainer=gpu": "needs the Infinity-2B checkpoint, a GPU and the Infinity authors' rewrite file; "
+    "the missing-file stop before generation is the GenEval command's, which runs",
+    "uv run python tools/run.py model=infinity_2b moss=k5 data=dpg 'eval=[dpg]' "
+    "eval.dpg.questions_csv=/path/ELLA/dpg_bench/dpg_bench.csv trainer=gpu": "needs the checkpoint, a GPU, a VQA "
+    "model and ELLA's CSV; DPG's scoring and loading run in tests/eval/test_dpg.py",
+    "uv run python tools/analyze.py model=infinity_2b trainer=gpu logger=wandb": "needs the Infinity-2B checkpoint "
+    "and a GPU; its stop before building anything is tests/tools/test_analyze.py's missing-release-files test",
+    "uv run python -m moss_eval.quality.dpg.data --csv .../dpg_bench.csv": "needs ELLA's CSV, which is not here; "
+    "the conversion runs on a synthetic CSV in tests/eval/test_dpg.py",
 }
 SLURM_PREFIX = "uv run python tools/run.py -m hydra/launcher=submitit_slurm"  # needs a cluster (composition: test_configs)
 
@@ -97,7 +122,16 @@ def _uv_run(command: str, timeout: int = 300, env: dict | None = None):
 
 def test_every_readme_command_is_run_or_says_why_not():
     commands = _commands((ROOT / "README.md").read_text(encoding="utf-8"))
-    ran = {"uv run python tools/run.py", SWEEP, PEERS, SUMMARIZE, RELEASE, *VAR_COMMANDS}
+    ran = {
+        "uv run python tools/run.py",
+        SWEEP,
+        PEERS,
+        SUMMARIZE,
+        RELEASE,
+        *VAR_COMMANDS,
+        *QUALITY_COMMANDS,
+        *HART_ANALYSIS_COMMANDS,
+    }
     for c in commands:
         assert c in ran or c in NOT_RUN or c.startswith(SLURM_PREFIX), f"README command not covered: {c}"
     assert ran <= set(commands), "a command this test runs is no longer in the README"
@@ -216,4 +250,89 @@ def test_var_readme_commands_run_as_written(tmp_path):
             assert stopped.returncode == 2 and "Traceback" not in stopped.stderr, stopped.stderr[-3000:]
             assert "CUDA" in stopped.stderr or "var_d30.pth" in stopped.stderr
     finally:
+        _remove_new_outputs(out, before)
+
+
+def test_quality_readme_commands_run_as_written(tmp_path):
+    """The quality section: a GenEval subset scored for fidelity against its generated moss=off twin, the same
+    folder re-scored by tools/evaluate.py; the commands that need downloaded weights stop before any image."""
+    import json
+
+    out = ROOT / "outputs"
+    before = set(out.glob("*/*")) | set(out.glob("runs/*/*")) if out.is_dir() else set()
+    try:
+        run = _uv_run(QUALITY_RUN, env={"WANDB_MODE": "disabled"})
+        assert run.returncode == 0, run.stderr[-3000:]
+        (run_dir,) = [p for p in (out / "runs" / "tiny-k2-cssa").glob("*") if p not in before]
+        records = _records(run_dir)
+        assert len(records) == 16 and records[5]["benchmark"] == {
+            "name": "geneval",
+            "prompt_index": 1,
+            "sample": 1,
+        }
+        result = json.loads((run_dir / "eval" / "fidelity.json").read_text())
+        assert result["scores"]["pairs"] == 16 and result["scores"]["no_twin"] == 0
+        assert 0 < result["scores"]["psnr_mean"] < 100 and 0 < result["scores"]["ssim_mean"] <= 1
+        assert "lpips" in json.dumps(result["info"])  # skipped, and saying so
+        reference = Path(json.loads((run_dir / "eval" / "reference.json").read_text())["reference"])
+        assert reference.parent == out / "references" and len(_records(reference)) == 16
+        assert {r["moss"] for r in _records(reference)} == {"off"}
+        rescored = _uv_run(QUALITY_EVALUATE.replace("outputs/runs/<name>/<time>", str(run_dir)))
+        assert rescored.returncode == 0, rescored.stderr[-3000:]
+        assert json.loads((run_dir / "eval" / "fidelity.json").read_text())["scores"] == result["scores"]
+        # weights that are not here: one paragraph naming every file, before any image
+        for command, names in (
+            (GENEVAL_RELEASE, ("mask2former-swin-small-coco-instance", "clip-vit-large-patch14")),
+            (PREFERENCE.replace("RUN_DIR", str(run_dir)), ("HPS_v2.1_compressed.pt", "ImageReward.pt")),
+        ):
+            stopped = _uv_run(command)
+            assert stopped.returncode == 2 and "Traceback" not in stopped.stderr, stopped.stderr[-3000:]
+            assert all(n in stopped.stderr for n in names) or "infinity_2b" in stopped.stderr, stopped.stderr
+    finally:
+        _remove_new_outputs(out, before)
+
+
+def test_hart_and_analysis_readme_commands_run_as_written():
+    """HART's tiny model with MoSs k2 on CPU, its KV/FLOP accounting, and the paper's analyses on the tiny model."""
+    import json
+
+    out = ROOT / "outputs"
+    before = (
+        set(out.glob("*/*")) | set(out.glob("runs/*/*")) | set(out.glob("analysis/*/*"))
+        if out.is_dir()
+        else set()
+    )
+    try:
+        hart = _uv_run(HART_TINY, env={"WANDB_MODE": "disabled"})
+        assert hart.returncode == 0, hart.stderr[-3000:]
+        assert hart.stdout.strip().splitlines()[-1].startswith("moss: wrote 3 images (3 in the folder)")
+        bench = _uv_run(HART_BENCH)
+        assert bench.returncode == 0, bench.stderr[-3000:]
+        for row in (
+            "| off | 14 | 9451 | 14 | 1.55 |",
+            "| k2 | 12+2 | 5880 | 13 | 0.92 |",
+            "| fastvar |",
+            "| fastervar |",
+        ):
+            assert row in bench.stdout, bench.stdout
+        analysis = _uv_run(ANALYZE)
+        assert analysis.returncode == 0, analysis.stderr[-3000:]
+        (folder,) = [p for p in (out / "analysis").glob("*/*") if p not in before]
+        numbers = json.loads((folder / "analysis.json").read_text())
+        c = numbers["contribution"]
+        assert abs(c["drafter_mean"] + c["refiner_mean"] - 1) < 1e-5 and c["max_sum_error"] < 1e-5
+        assert sorted(numbers["frequency"]["scorers"]) == [
+            "fft",
+            "gradient",
+            "laplacian",
+            "random",
+            "variance",
+        ]
+        assert {p.name for p in folder.glob("*.png")} >= {"heatmaps.png", "observation1.png"}
+    finally:
+        made = set(out.glob("analysis/*/*")) - before if out.is_dir() else set()
+        for p in made:
+            import shutil
+
+            shutil.rmtree(p, ignore_errors=True)
         _remove_new_outputs(out, before)

@@ -347,3 +347,20 @@ def test_spread_beside_a_paired_speedup_the_latency_median_contradicts(tmp_path)
     (note,) = [n for n in summary.notes if n.startswith("tiny-k2:")]
     assert "median backbone latency (0.9934 s) is slower than tiny-off's (0.6855 s)" in note
     assert "paired speed-up is 2.12×: the 2 paired ratios range 0.53–3.71×" in note
+
+
+def test_quality_scores_sit_next_to_speed(sweep):
+    """Evaluated runs get their quality columns (the paper's Table 1 layout); runs without eval/ stay empty."""
+    from moss_eval.quality.base import EvalResult
+
+    EvalResult("geneval", {"overall": 0.705, "counting": 0.6}).write(sweep / "moss=k2")
+    EvalResult("geneval", {"overall": 0.729}).write(sweep / "moss=off")
+    EvalResult("fidelity", {"psnr_mean": 30.0, "lpips_mean": 0.12}).write(sweep / "moss=k2")
+    summary = summarize_sweep(sweep)
+    base, k2, k5 = summary.rows
+    assert (base["geneval"], k2["geneval"], k5["geneval"]) == (0.729, 0.705, None)
+    assert k2["lpips"] == 0.12 and base["lpips"] is None and k2["hps"] is None
+    table = markdown_table(summary)
+    header = table.splitlines()[0]
+    assert "| GenEval | LPIPS |" in header and "HPSv2.1" not in header  # only the evaluators that ran
+    assert "| 0.705 | 0.1200 |" in table and "| 0.729 | — |" in table

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
@@ -44,14 +46,27 @@ def _cluster_managed() -> bool:
     return SLURMEnvironment.detect() or TorchElasticEnvironment.detect()
 
 
-def run(cfg: DictConfig, prepared: Prepared) -> dict:
-    """Generate the prepared run's missing images with Lightning; returns the run's summary."""
+def run(cfg: DictConfig, prepared: Prepared, after: Callable[[Any], None] | None = None) -> dict:
+    """Generate the prepared run's missing images with Lightning; returns the run's summary.
+
+    ``after(wandb_run_or_None)`` runs on rank 0 once the folder is complete, while the run's W&B run is still open
+    (the quality step logs its scores there).
+    """
     run_dir, dataset, run_info = prepared.run_dir, prepared.dataset, prepared.run_info
     folder = RunDirectory(run_dir)
     done = folder.completed_ids() & {it.id for it in dataset.items}
     if len(done) == len(dataset):
         summary = folder.finalize(run_info)
         report(run_dir, summary, written=0, note=f"all {len(dataset)} images were already there")
+        if after is not None:
+            logger = instantiate(cfg.logger) if cfg.get("logger") else None
+            try:
+                after(_wandb_run(logger))
+            finally:
+                if _wandb_run(logger) is not None:
+                    import wandb
+
+                    wandb.finish()
         return summary
     if done:
         log.info("resuming in %s: %d of %d images done", run_dir, len(done), len(dataset))
@@ -88,15 +103,24 @@ def run(cfg: DictConfig, prepared: Prepared) -> dict:
             datamodule=PromptDataModule(dataset, run_dir, int(prepared.generation.batch_size)),
             return_predictions=False,
         )
+        summary = writer.summary or {}
+        if trainer.is_global_zero:
+            report(run_dir, summary, written=writer.written, logger=logger)
+            if after is not None:
+                after(_wandb_run(logger))
     finally:
         if logger and hasattr(logger, "experiment") and trainer.is_global_zero:
             import wandb
 
             wandb.finish()
-    summary = writer.summary or {}
-    if trainer.is_global_zero:
-        report(run_dir, summary, written=writer.written, logger=logger)
     return summary
+
+
+def _wandb_run(logger):
+    """The open W&B run of a Lightning W&B logger (None for other loggers or none)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    return logger.experiment if isinstance(logger, WandbLogger) else None
 
 
 def quiet_third_party_logs() -> None:

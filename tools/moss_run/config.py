@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from moss_models import SamplingConfig
 from moss_models.core import preset_thresholds
+from moss_models.core.presets import peer_setting
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,11 @@ def project_root() -> str:
 
 
 def register_resolvers() -> None:
-    for name, fn in (("moss_preset", moss_preset), ("wandb_mode", wandb_mode), ("moss_root", project_root)):
+    for name, fn in (
+        ("moss_preset", moss_preset),
+        ("peer_setting", peer_setting),
+        ("wandb_mode", wandb_mode),
+        ("moss_root", project_root),
+    ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

@@ -28,6 +28,9 @@ class PromptItem:
     seed: int
     aspect_ratio: float | None = None  # None: the run's generation.aspect_ratio
     label: int | None = None  # a class-conditional model's label (the prompt is then the class name)
+    # A benchmark item's identity, written into its record so an evaluator finds its metadata:
+    # {"name": "geneval", "prompt_index": 17, "sample": 2} or {"name": "dpg", "item_id": "...", "sample": 0}.
+    benchmark: dict | None = None
 
     @property
     def condition(self) -> int | str:
@@ -70,6 +73,96 @@ class PromptDataset(Dataset):
         return cls(items, "<imagenet classes>")
 
     @classmethod
+    def geneval(
+        cls,
+        limit: int | None = None,
+        samples_per_prompt: int = 4,
+        rewrite_file: str | None = None,
+        seed: int = 0,
+    ) -> PromptDataset:
+        """GenEval's 553 prompts (the official metadata shipped with moss-eval), ``samples_per_prompt`` images each.
+
+        Image ``n`` of prompt ``p`` has id ``<p:05d>-<n>`` and the fixed seed ``seed + p * samples_per_prompt + n``,
+        so a prompt's images do not depend on ``limit``. ``rewrite_file`` (the Infinity authors' published
+        ``prompt_rewrite_cache.json``) switches to the rewritten prompts; the scoring uses the original metadata.
+        """
+        from moss_eval.quality.geneval import load_metadata
+
+        samples = _check_count("data.samples_per_prompt", samples_per_prompt)
+        try:
+            prompts = load_metadata(rewrite_file)
+        except (OSError, ValueError) as err:
+            raise UserError(f"data.rewrite_file={rewrite_file!r}: {err}") from None
+        items = []
+        for p in prompts[: _check_limit(limit, len(prompts))]:
+            for n in range(samples):
+                items.append(
+                    PromptItem(
+                        len(items), f"{p.index:05d}-{n}", p.prompt, seed + p.index * samples + n,
+                        benchmark={"name": "geneval", "prompt_index": p.index, "sample": n},
+                    )
+                )  # fmt: skip
+        return cls(items, "<geneval>" if rewrite_file is None else f"<geneval, rewritten by {rewrite_file}>")
+
+    @classmethod
+    def dpg(cls, limit: int | None = None, samples_per_prompt: int = 4, seed: int = 0) -> PromptDataset:
+        """DPG-Bench's 1,065 prompts (shipped with moss-eval), ``samples_per_prompt`` images each (officially 4,
+        tiled 2x2; moss scores the images one by one and can write the tiles for the official script).
+
+        Image ``n`` of prompt ``p`` (official order) has id ``dpg-<p:04d>-<n>`` and seed ``seed + p *
+        samples_per_prompt + n``.
+        """
+        from moss_eval.quality.dpg import load_prompts
+
+        samples = _check_count("data.samples_per_prompt", samples_per_prompt)
+        prompts = load_prompts()
+        items = []
+        for p, item in enumerate(prompts[: _check_limit(limit, len(prompts))]):
+            for n in range(samples):
+                items.append(
+                    PromptItem(
+                        len(items), f"dpg-{p:04d}-{n}", item.prompt, seed + p * samples + n,
+                        benchmark={"name": "dpg", "item_id": item.item_id, "sample": n},
+                    )
+                )  # fmt: skip
+        return cls(items, "<dpg>")
+
+    @classmethod
+    def shapes(
+        cls,
+        n: int = 250,
+        prompt_seed: int = 0,
+        limit: int | None = None,
+        samples_per_prompt: int = 4,
+        seed: int = 0,
+    ) -> PromptDataset:
+        """Shapes-GenEval's procedural prompts (``moss_eval.quality.shapes.evaluation_prompts(n, prompt_seed)``),
+        ``samples_per_prompt`` images each; score them with ``eval=[shapes]``.
+
+        Image ``k`` of prompt ``p`` has id ``shapes-<p:04d>-<k>`` and seed ``seed + p * samples_per_prompt + k``.
+        Its record's benchmark tag also carries the prompt set (``n``, and ``seed`` = ``prompt_seed``), so the
+        evaluator rebuilds exactly these prompts.
+        """
+        from moss_eval.quality.shapes import evaluation_prompts
+
+        samples = _check_count("data.samples_per_prompt", samples_per_prompt)
+        n = _check_count("data.n", n)
+        if not isinstance(prompt_seed, int) or isinstance(prompt_seed, bool) or prompt_seed < 0:
+            raise UserError(f"data.prompt_seed={prompt_seed!r} is not allowed: it must be an int >= 0")
+        prompts = evaluation_prompts(n, prompt_seed)
+        items = []
+        for p in prompts[: _check_limit(limit, len(prompts))]:
+            for k in range(samples):
+                items.append(
+                    PromptItem(
+                        len(items), f"shapes-{p.index:04d}-{k}", p.prompt, seed + p.index * samples + k,
+                        benchmark={"name": "shapes", "prompt_index": p.index, "sample": k, "n": n,
+                                   "seed": prompt_seed},
+                    )
+                )  # fmt: skip
+        return cls(items, f"<shapes n={n} seed={prompt_seed}>")
+
+    @classmethod
     def from_file(cls, path: str | Path, seed: int = 0) -> PromptDataset:
         path = Path(path)
         if not path.is_file():
@@ -96,6 +189,23 @@ class PromptDataset(Dataset):
         """The items whose id is in ``ids``, in prompt-set order."""
         keep = set(ids)
         return PromptDataset([it for it in self.items if it.id in keep], self.source)
+
+
+def _check_count(key: str, value) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise UserError(f"{key}={value!r} is not allowed: it must be an int >= 1")
+    return value
+
+
+def _check_limit(limit, total: int) -> int:
+    """``data.limit``: the first N prompts (null: all of them)."""
+    if limit is None:
+        return total
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise UserError(
+            f"data.limit={limit!r} is not allowed: it must be an int >= 1 (the first N prompts) or null"
+        )
+    return min(limit, total)
 
 
 def collate_items(batch: list[dict]) -> list[dict]:

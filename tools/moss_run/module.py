@@ -109,6 +109,7 @@ class GenerationModule(L.LightningModule):
                         "skipped_scales": list(result.stats.skipped_scales),
                         "prompt_truncated": bool(result.truncated[i]) if result.truncated else False,
                         **({"label": item["label"]} if item["label"] is not None else {}),
+                        **({"benchmark": item["benchmark"]} if item.get("benchmark") else {}),
                     },
                 )
                 outputs.append({"image": result.images[i].cpu().numpy(), "record": record})

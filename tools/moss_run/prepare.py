@@ -33,6 +33,7 @@ from moss_models.infinity import DTYPES
 from moss_run.config import GenerationConfig
 from moss_run.data import PromptDataset
 from moss_run.errors import UserError
+from moss_run.evaluation import build_evaluators, check_evaluators, needs_reference, plan_reference
 from moss_run.models import check_model_files
 
 FINGERPRINT = "fingerprint.json"
@@ -364,6 +365,10 @@ class Prepared:
     run_info: dict
     fallbacks: list[str] = field(default_factory=list)
     new_folder: bool = True
+    evaluators: dict[str, Any] = field(default_factory=dict)  # eval=[...]: run on the folder after generation
+    reference: Any = (
+        None  # evaluation.ReferencePlan: the moss=off twin the fidelity evaluators compare against
+    )
 
 
 def prepare(cfg: DictConfig) -> Prepared:
@@ -375,6 +380,8 @@ def prepare(cfg: DictConfig) -> Prepared:
     generation = build_object(cfg.generation, "generation")
     dataset = build_object(cfg.data, "data")
     check_conditions(cfg, dataset)
+    evaluators = build_evaluators(cfg)  # every weight file and benchmark prompt set, before any image
+    check_evaluators(evaluators, dataset.items)
     choices = HydraConfig.get().runtime.choices
     run_info = {
         "run_name": cfg.run_name,
@@ -390,4 +397,5 @@ def prepare(cfg: DictConfig) -> Prepared:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / FINGERPRINT, json.dumps(fp, indent=2, default=str) + "\n")
         RunDirectory(run_dir).write_config(OmegaConf.to_yaml(cfg, resolve=True))
-    return Prepared(run_dir, method, generation, dataset, run_info, fallbacks, new)
+    reference = plan_reference(cfg, method.name, run_dir) if needs_reference(evaluators) else None
+    return Prepared(run_dir, method, generation, dataset, run_info, fallbacks, new, evaluators, reference)

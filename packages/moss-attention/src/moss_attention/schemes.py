@@ -32,10 +32,10 @@ Grid = tuple[int, int]
 class RopeScheme(Protocol):
     """What the table builders need from a 2D RoPE variant.
 
-    HART's variant (hart_var_fastvar.md §A.3) would need two extensions, both additive: a second angle table
-    (its two pair elements use a row and a column angle respectively, so a pair is not a pure rotation) and a
-    per-image position offset (its coordinates are shifted by the last text position). Neither changes the
-    Infinity path.
+    HART's variant (hart_var_fastvar.md §A.3) is not a scheme: its two pair members get different angles (a
+    row and a column angle, so a pair is not a rotation), its positions carry a per-image offset (the last text
+    position) and its text tokens use 1D RoPE. It lives in :mod:`moss_attention.hart_rope` (torch) and
+    :mod:`moss_attention.ops.rope_half` (Triton), outside this protocol.
     """
 
     name: str
@@ -117,7 +117,7 @@ _SCHEMES: dict[str, Callable[..., RopeScheme]] = {"infinity": InfinityRope2D}
 
 
 def register_rope_scheme(name: str, factory: Callable[..., RopeScheme]) -> None:
-    """Make ``rope_scheme(name, ...)`` build schemes with ``factory`` (e.g. a future ``HartRope2D``)."""
+    """Make ``rope_scheme(name, ...)`` build schemes with ``factory``."""
     if not name or not isinstance(name, str):
         raise ValueError(f"name must be a non-empty string, got {name!r}")
     _SCHEMES[name] = factory

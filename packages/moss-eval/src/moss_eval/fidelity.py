@@ -1,4 +1,4 @@
-"""Fidelity of an image to a reference image (a MoSs image against its baseline twin): PSNR, SSIM, MS-SSIM.
+"""Fidelity of an image to a reference image (a MoSs image against its baseline twin): PSNR, SSIM, MS-SSIM, LPIPS.
 
 Input layouts — the dtype decides, so a layout is never guessed from the shape:
 
@@ -19,10 +19,14 @@ Gaussian window, σ = 1.5. torchmetrics requires ``side // 16 > 10`` at the coar
 that; :func:`fidelity` returns ``ms_ssim=None`` instead, because small debug runs (e.g. 64² or 128²) are routine
 and their PSNR/SSIM are still meaningful. No reduced-scale variant is used: its numbers would not be comparable
 with the usual 5-scale MS-SSIM.
+
+LPIPS needs network weights, so it is optional: :func:`fidelity` adds ``"lpips"`` only when given an LPIPS
+model (:func:`moss_eval.quality.lpips.load_lpips`, from local weight files); without one its output is unchanged.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -151,8 +155,15 @@ def ms_ssim(image: Any, reference: Any) -> float:
     return _ms_ssim(*_pair(image, reference))
 
 
-def fidelity(image: Any, reference: Any) -> dict[str, float | None]:
-    """``{"psnr", "ssim", "ms_ssim"}`` of ``image`` against ``reference``; ``ms_ssim`` is None below 176 px."""
+def fidelity(image: Any, reference: Any, lpips: Callable | None = None) -> dict[str, float | None]:
+    """``{"psnr", "ssim", "ms_ssim"}`` of ``image`` against ``reference``; ``ms_ssim`` is None below 176 px.
+
+    With ``lpips`` (a :class:`moss_eval.quality.lpips.LPIPS`: float ``(B, 3, H, W)`` pairs in ``[0, 1]`` →
+    per-image distances) the result also has ``"lpips"``, the per-image distances averaged like the others.
+    """
     a, b = _pair(image, reference)
     small = min(a.shape[-2:]) < MS_SSIM_MIN_SIZE
-    return {"psnr": _psnr(a, b), "ssim": _ssim(a, b), "ms_ssim": None if small else _ms_ssim(a, b)}
+    out = {"psnr": _psnr(a, b), "ssim": _ssim(a, b), "ms_ssim": None if small else _ms_ssim(a, b)}
+    if lpips is not None:
+        out["lpips"] = float(lpips(a, b).double().mean())
+    return out

@@ -69,6 +69,27 @@ REQUIRED_KEYS = REQUIRED_FIELDS  # the keys a record must have (owned by moss_ev
 BASELINE_KEY = ("model", "resolution", "aspect_ratio")
 GIB = 2**30
 
+# Quality next to speed, as the paper's Table 1 puts it: (column, evaluator JSON <run>/eval/<name>.json, score key).
+# Filled when the run was evaluated (tools/run.py 'eval=[...]' or tools/evaluate.py); empty otherwise.
+QUALITY_COLUMNS = (
+    ("geneval", "geneval", "overall"),
+    ("dpg", "dpg", "overall"),
+    ("hps", "hps", "hps_mean"),
+    ("imagereward", "imagereward", "imagereward_mean"),
+    ("clip_score", "clip_score", "clip_score"),
+    ("fid", "fid", "fid"),
+    ("lpips", "fidelity", "lpips_mean"),
+)
+QUALITY_HEADERS = {
+    "geneval": ("GenEval", "{:.3f}"),
+    "dpg": ("DPG", "{:.2f}"),
+    "hps": ("HPSv2.1", "{:.2f}"),
+    "imagereward": ("ImageReward", "{:.3f}"),
+    "clip_score": ("CLIP", "{:.2f}"),
+    "fid": ("FID", "{:.2f}"),
+    "lpips": ("LPIPS", "{:.4f}"),
+}
+
 # Row fields in the order of the CSV / JSON outputs.
 COLUMNS = (
     "run",
@@ -98,6 +119,7 @@ COLUMNS = (
     "ssim",
     "ms_ssim",
     "fidelity_pairs",
+    *(column for column, _, _ in QUALITY_COLUMNS),
     "missing_images",
     "run_dir",
 )
@@ -420,7 +442,25 @@ def _base_row(run: Run, latency: str, root: Path) -> dict[str, Any]:
         "tflops": None if flops is None else flops / 1e12,
         "fallback_images": sum(1 for r in recs if r.get("fallbacks")),
         "run_dir": str(run.path.relative_to(root)) if run.path != root else ".",
+        **read_quality(run.path),
     }
+
+
+def read_quality(run_dir: str | os.PathLike) -> dict[str, float | None]:
+    """The headline quality scores of a run's ``eval/<name>.json`` files (see :data:`QUALITY_COLUMNS`)."""
+    out: dict[str, float | None] = {}
+    for column, name, key in QUALITY_COLUMNS:
+        path = Path(run_dir) / "eval" / f"{name}.json"
+        if not path.is_file():
+            continue
+        try:
+            value = (json.loads(path.read_text()).get("scores") or {}).get(key)
+        except (OSError, json.JSONDecodeError) as err:
+            log.warning("%s: unreadable (%s); its scores are left out", path, err)
+            continue
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            out[column] = float(value)
+    return out
 
 
 def summarize_run(
@@ -584,10 +624,18 @@ def _speedup_cell(row: dict[str, Any]) -> str:
 
 def markdown_table(summary: SweepSummary) -> str:
     """The summary as a GitHub-flavoured markdown table (the main columns; CSV/JSON hold them all)."""
-    headers = [h.format(latency=summary.latency) for _, h, _ in TABLE_COLUMNS]
+    # The quality columns of the evaluators some run has results for, after the fidelity ones.
+    quality = [
+        (c, *QUALITY_HEADERS[c])
+        for c, _, _ in QUALITY_COLUMNS
+        if any(row.get(c) is not None for row in summary.rows)
+    ]
+    cut = [k for k, _, _ in TABLE_COLUMNS].index("pairs")
+    columns = [*TABLE_COLUMNS[:cut], *quality, *TABLE_COLUMNS[cut:]]
+    headers = [h.format(latency=summary.latency) for _, h, _ in columns]
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     for row in summary.rows:
-        cells = [_speedup_cell(row) if k == "speedup" else _cell(row[k], fmt) for k, _, fmt in TABLE_COLUMNS]
+        cells = [_speedup_cell(row) if k == "speedup" else _cell(row.get(k), fmt) for k, _, fmt in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -14,6 +14,7 @@ keys, strict loading, bit-identical with the official CPU outputs).
 """
 
 from moss_models import (
+    hart,  # noqa: F401  (registers the HART models and presets)
     infinity,  # noqa: F401  (registers the Infinity models and presets)
     var,  # noqa: F401  (registers the VAR models and presets)
 )
@@ -58,7 +59,7 @@ from moss_models.core.checkpoints import (
 )
 from moss_models.infinity import CheckpointNotFoundError
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 __all__ = [
     "MODELS",

@@ -130,11 +130,22 @@ class ScaleFamily(ABC):
         """
 
     def finish(
-        self, samples: torch.Tensor, hidden: torch.Tensor, ctx: Any, tokens: StepTokens, schedule: Any
-    ) -> torch.Tensor:
+        self,
+        samples: Any,
+        hidden: torch.Tensor,
+        ctx: Any,
+        tokens: StepTokens,
+        schedule: Any,
+        *,
+        sampling: SamplingConfig,
+        generators: Sequence[torch.Generator] | None,
+        batch: int,
+    ) -> Any:
         """An optional last refinement of a pass's samples before they are added (HART's diffusion head at the
-        last scale). Default: the samples unchanged."""
-        del hidden, ctx, tokens, schedule
+        last scale), given the pass's last hidden states, its sampling settings (its guidance) and the
+        generation's generators (None in a dry run), after :meth:`sample` drew from them. Default: the samples
+        unchanged."""
+        del hidden, ctx, tokens, schedule, sampling, generators, batch
         return samples
 
     @abstractmethod

@@ -287,7 +287,10 @@ class NextScaleGenerator:
                     hidden = passes.run(graph_key, i, forward, x, spec)
                 raw = family.logits(hidden, step_ctx, tokens, step_sampling, schedule)
             samples = family.sample(raw, tokens, step_sampling, schedule, generators, batch)
-            samples = family.finish(samples, hidden, step_ctx, tokens, schedule)
+            samples = family.finish(
+                samples, hidden, step_ctx, tokens, schedule, sampling=step_sampling, generators=generators,
+                batch=batch,
+            )  # fmt: skip
             latent = family.accumulate_images(latent, samples, tokens, schedule, per_image=per_image)
             outputs.append(
                 StepOutput(

@@ -59,3 +59,31 @@ def preset_rank_ratios(family: str, alpha: str) -> dict[int, tuple[float, ...]]:
             f"unknown FasterVAR alpha {alpha!r} for family {family!r}; choose one of {sorted(tables)}"
         )
     return dict(tables[key])
+
+
+# The peers' released settings per family (``{"fastvar": {"prune": ..., "cache_scale": ...}, ...}``): the
+# ``conf/moss/<peer>.yaml`` fields read them through ``${peer_setting:${model.family},<peer>,<field>}``, so
+# ``model=hart moss=fastvar`` is FastVAR's released HART setting and ``model=infinity_2b moss=fastvar`` its Infinity
+# one. A family without its own (VAR: the peers released none) gets Infinity's, the transplant the README describes.
+_PEER_SETTINGS: dict[str, dict[str, dict[str, object]]] = {}
+PEER_SETTINGS_DEFAULT_FAMILY = "infinity"
+
+
+def register_peer_settings(family: str, method: str, settings: Mapping[str, object]) -> None:
+    """Register a family's released setting of a peer method (field name → value, as the method takes it)."""
+    _PEER_SETTINGS.setdefault(family, {})[method] = dict(settings)
+
+
+def peer_setting(family: str, method: str, field: str) -> object:
+    """One field of a peer's released setting for a family (tuples as lists, for configs)."""
+    chosen = family if method in _PEER_SETTINGS.get(family, {}) else PEER_SETTINGS_DEFAULT_FAMILY
+    settings = _PEER_SETTINGS.get(chosen, {}).get(method)
+    if settings is None:
+        raise ValueError(f"no released {method} setting is registered (families: {sorted(_PEER_SETTINGS)})")
+    if field not in settings:
+        raise ValueError(f"{method}'s {chosen} setting has no field {field!r}; it has {sorted(settings)}")
+    return _as_lists(settings[field])
+
+
+def _as_lists(value: object) -> object:
+    return [_as_lists(v) for v in value] if isinstance(value, list | tuple) else value

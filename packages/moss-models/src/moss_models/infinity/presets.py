@@ -9,7 +9,7 @@ block chunk (Infinity-2B and -8B have 8), the fraction of a scale's tokens used 
 they are the schedule indices -3, -2, -1. Its released setting is ``alpha="0.96"`` (``tools/interactive_infer.py``).
 """
 
-from moss_models.core.presets import register_rank_ratios, register_thresholds
+from moss_models.core.presets import register_peer_settings, register_rank_ratios, register_thresholds
 
 THRESHOLDS: dict[str, tuple[float, ...]] = {
     "k2": (50.0, 25.0),
@@ -85,3 +85,19 @@ FASTERVAR_RANK_RATIOS: dict[str, dict[int, tuple[float, ...]]] = {
 
 register_thresholds("infinity", THRESHOLDS)
 register_rank_ratios("infinity", FASTERVAR_RANK_RATIOS)
+
+# The peers' released Infinity settings (conf/moss/fastvar.yaml and fastervar.yaml read them by field).
+# FastVAR (csguoh/FastVAR@34cdd65): prune 40 % at 32² and 50 % at 40² in blocks 3-27 (every sub-layer), the pruned
+# slots filled from 24², 48² and 64² skipped. FasterVAR (sen-mao/FasterVAR@0653b99): guidance 0 and low-rank tokens
+# on the last 3 scales, alpha "0.96", 48² and 64² skipped as its released code does.
+register_peer_settings(
+    "infinity",
+    "fastvar",
+    {"prune": ((-4, 0.4), (-3, 0.5)), "cache_scale": -5, "layers": (3, 28), "sublayers": ("sa", "ca", "ffn"),
+     "skip": (-2, -1)},
+)  # fmt: skip
+register_peer_settings(
+    "infinity",
+    "fastervar",
+    {"unguided": (-3, -2, -1), "low_rank": (-3, -2, -1), "alpha": "0.96", "skip": (-2, -1)},
+)

@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from moss_attention import attention_over_cache, cosine_multiplier, mixed_scale_attention
+from moss_attention import cosine_multiplier
+from moss_models.core.attention import scale_self_attention
 from moss_models.core.context import GuidanceRows
 from moss_models.core.pass_spec import PassSpec
 from moss_models.var.config import VARConfig
@@ -129,35 +130,7 @@ class SelfAttention(nn.Module):
             # the projection's dtype, which is what the cache keeps.
             q = F.normalize(q, dim=-1).mul(const.multiplier).to(dtype)
             k = F.normalize(k, dim=-1).to(dtype)
-        scale, cache = self.softmax_scale, spec.cache
-        if spec.causal_scale_mask is not None:
-            out = F.scaled_dot_product_attention(
-                q.transpose(1, 2),
-                k.transpose(1, 2),
-                v.transpose(1, 2),
-                attn_mask=spec.causal_scale_mask,
-                scale=scale,
-            ).transpose(1, 2)
-        elif cache is not None and spec.append and cache.keys[layer].dtype == dtype:
-            k_slot, v_slot = cache.slot(layer, n)
-            k_slot.copy_(k.transpose(1, 2))
-            v_slot.copy_(v.transpose(1, 2))
-            keys, values = cache.joint(layer)
-            out = attention_over_cache(
-                q, keys, values, spec.scale_ids, cache_len=cache.layer_length(layer), mode=spec.attention.mode,
-                backend=spec.attention.backend, softmax_scale=scale, sa_impl=spec.attention.sa_impl,
-            )  # fmt: skip
-        else:
-            k_cache = v_cache = None
-            if cache is not None:
-                k_cache, v_cache = cache.read(layer)
-                k_cache, v_cache = k_cache.to(dtype), v_cache.to(dtype)
-            out = mixed_scale_attention(
-                q, k, v, k_cache, v_cache, spec.scale_ids, mode=spec.attention.mode,
-                backend=spec.attention.backend, softmax_scale=scale, sa_impl=spec.attention.sa_impl,
-            )  # fmt: skip
-            if spec.append:
-                cache.write(layer, k, v)
+        out = scale_self_attention(q, k, v, layer=layer, spec=spec, scale=self.softmax_scale)
         return self.proj(out.reshape(b, n, c))
 
 
