@@ -234,3 +234,16 @@ def test_meta_dry_run_counts_the_context_prefix():
     per_token = 24 * 2 * 2 * 1536 * 2  # layers × (K, V) × CFG rows × width × fp16
     assert base.nbytes == per_token * 5654  # 300 context + Σ pn² of scales 1…12
     assert k2.nbytes == per_token * 3350  # 300 context + Σ pn² of scales 1…11
+
+
+def test_triton_rope_gives_the_torch_rope_result_bit_for_bit(tiny):
+    """attn=cssa_triton: HART's q/k RoPE through the Triton table kernel (interpreted on CPU) rounds exactly as the
+    torch reference, so MoSs k2's latent is the same bits, drafter and packed stage alike."""
+    from moss_models import AttentionSpec
+
+    pipe, text = tiny
+    torch_rope = _run(pipe, text, Moss(thresholds=(80.0, 55.0)), decode=False)
+    triton_rope = _run(
+        pipe, text, Moss(thresholds=(80.0, 55.0), attention=AttentionSpec(rope_impl="triton")), decode=False
+    )
+    assert torch.equal(triton_rope.latent, torch_rope.latent)

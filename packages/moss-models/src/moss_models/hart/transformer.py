@@ -198,8 +198,9 @@ class HARTAttention(nn.Module):
         if cos.shape[0] != b:  # a pass on some CFG rows of a full-row table is never built; guard the shapes
             raise ValueError(f"RoPE table for {cos.shape[0]} rows, the pass has {b}")
         # cos/sin rounded to v's dtype first, as the official rotary modules return them (then q·cos in q's dtype)
-        q = apply_rope_rotate_half(q, cos, sin, cos_dtype=dtype).to(dtype)
-        k = apply_rope_rotate_half(k, cos, sin, cos_dtype=dtype).to(dtype)
+        impl = spec.attention.rope_impl  # "triton": the table kernel, bit for bit the torch reference
+        q = apply_rope_rotate_half(q, cos, sin, cos_dtype=dtype, impl=impl).to(dtype)
+        k = apply_rope_rotate_half(k, cos, sin, cos_dtype=dtype, impl=impl).to(dtype)
         out = scale_self_attention(q, k, v, layer=layer, spec=spec, scale=self.softmax_scale)
         return self.proj(out.reshape(b, n, c))
 
