@@ -54,6 +54,36 @@ def moss_preset(family: str, name: str) -> list[float]:
         ) from None
 
 
+# ``+preset=paper_table``'s rows per family: the paper's MoSs rows (Infinity k2…k5; HART k2), scale skipping and the
+# peers, and on Infinity two combinations with MoSs.
+PAPER_TABLE_ROWS = {
+    "infinity": [
+        "off",
+        "k2",
+        "k3",
+        "k4",
+        "k5",
+        "skip1",
+        "skip2",
+        "fastvar",
+        "fastervar",
+        "k3+cfgoff",
+        "k2+fastvar",
+    ],
+    "hart": ["off", "k2", "skip1", "skip2", "fastvar", "fastervar"],
+}
+
+
+def paper_table_rows(family: str) -> list[str]:
+    """``${paper_table_rows:${model.family}}``: the methods ``+preset=paper_table`` counts for a family."""
+    if family not in PAPER_TABLE_ROWS:
+        raise ValueError(
+            f"+preset=paper_table has rows for the families {sorted(PAPER_TABLE_ROWS)}, not model.family={family}; "
+            "list the methods with bench.moss=[...]"
+        )
+    return list(PAPER_TABLE_ROWS[family])
+
+
 def has_wandb_credentials() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
@@ -81,6 +111,7 @@ def register_resolvers() -> None:
     for name, fn in (
         ("moss_preset", moss_preset),
         ("peer_setting", peer_setting),
+        ("paper_table_rows", paper_table_rows),
         ("wandb_mode", wandb_mode),
         ("moss_root", project_root),
     ):

@@ -37,7 +37,7 @@ from moss_run.errors import UserError
 log = logging.getLogger("moss.run")
 
 # Evaluators that score a benchmark's own prompts, and the data config that provides them.
-BENCHMARK_DATA = {"geneval": "geneval", "dpg": "dpg"}
+BENCHMARK_DATA = {"geneval": "geneval", "dpg": "dpg", "shapes": "shapes"}
 REFERENCE_EVALUATORS = ("fidelity",)  # evaluators that compare each image with its moss=off twin
 REFERENCE_FILE = (
     "reference.json"  # <run>/eval/reference.json: which folder the fidelity step compared against
@@ -130,7 +130,9 @@ def plan_reference(cfg: DictConfig, method_name: str, run_dir: Path) -> Referenc
     gen = OmegaConf.to_container(cfg.generation, resolve=True)
     gen.pop("batch_size", None)
     gen.pop("cuda_graphs", None)
-    from moss_run.prepare import code_versions  # the twin's fingerprint holds them: a new version, a new folder
+    from moss_run.prepare import (
+        code_versions,
+    )  # the twin's fingerprint holds them: a new version, a new folder
 
     key = json.dumps(
         {"model": plain_model, "generation": gen, "data": data, "attn": cfg.attn.get("backend"),

@@ -14,6 +14,7 @@ name (``conf/eval``)   what it measures                                         
 ``imagereward``        ImageReward (BLIP through transformers)                          ``ImageReward.pt``, BERT
 ``fid``                FID against a folder of reference images                         torch-fidelity Inception
 ``clip_score``         CLIP score (torchmetrics' formula)                               a CLIP folder
+``shapes``             Shapes-GenEval on the procedural shapes prompts (:mod:`.shapes`)   none (classical detector)
 =====================  ==============================================================  ==========================
 
 The model libraries (transformers, open_clip, torchvision, torch-fidelity) are the ``moss-eval[quality]`` extra and
@@ -50,6 +51,7 @@ _LAZY = {
     "load_lpips": "moss_eval.quality.lpips",
     "GenEvalEvaluator": "moss_eval.quality.geneval",
     "DPGEvaluator": "moss_eval.quality.dpg",
+    "ShapesGenEvalEvaluator": "moss_eval.quality.shapes",
 }
 
 __all__ = [
