@@ -37,6 +37,9 @@ def analysed(request, tmp_path_factory):
         cfg = compose_config(CASES[request.param], out, "analyze")
         report = run_analysis(cfg)
     GlobalHydra.instance().clear()
+    import wandb
+
+    wandb.teardown()  # the process-wide W&B setup keeps WANDB_MODE=disabled; later tests start their own runs
     return request.param, out, report
 
 

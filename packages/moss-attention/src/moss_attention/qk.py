@@ -96,7 +96,8 @@ def cosine_qk_rope(
     cast to ``out_dtype`` (default: ``qk``'s). Returns ``(B, N, 2, H, D)``; ``[:, :, 0]`` is q, ``[:, :, 1]`` k.
     """
     x = qk.float()
-    x = x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min_(eps)
+    # out of place: autograd saves the norm for its backward (training the testbed differentiates through this)
+    x = x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(eps)
     scale = multiplier if multiplier.ndim == 3 else qk_scale(multiplier)
     return angles.rotate(x * scale).to(out_dtype or qk.dtype)
 

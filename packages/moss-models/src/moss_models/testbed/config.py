@@ -1,0 +1,91 @@
+"""The testbed: a small Infinity (same modules, same code path) trained in this repository on procedural shapes.
+
+It is a configuration of the Infinity family, not a model of its own: an :class:`InfinityConfig` with a small
+BSQ VAE (8× downsampling, so a 128² image is a 16² latent grid), a word-level text encoder of width
+``text_channels`` (:mod:`moss_models.testbed.text`) in place of flan-t5, and a schedule of 10 square scales fine
+enough for MoSs k2…k5 to differ. Blocks run in fp32: it is trained and run on CPU, where bf16 is slow.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+
+from moss_models.infinity.config import InfinityConfig
+from moss_models.infinity.schedules import InfinitySchedule
+from moss_models.infinity.vae import BSQVAEConfig
+
+Grid = tuple[int, int]
+
+#: the side of every scale's square grid; the last one is the VAE latent grid (128 / 8 = 16)
+TESTBED_SIDES: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+TESTBED_RESOLUTION = 128
+TESTBED_BUDGET = "testbed"  # the schedule's budget name (not one of the release's pixel budgets)
+
+# 8× down (three downsampling levels); 32 channels down to 64² and 64 below: sized so the VAE stage trains at
+# ~0.4 s per step of 16 64² crops on 2 CPU cores (conf/train_testbed.yaml has the measured numbers).
+TESTBED_VAE = BSQVAEConfig(codebook_dim=16, patch_size=8, base_ch=32, ch_mult=(1, 1, 2, 2), num_res_blocks=1)
+
+TESTBED = InfinityConfig(
+    "testbed",
+    depth=4,
+    embed_dim=128,
+    num_heads=2,  # head_dim 64
+    block_chunks=2,
+    vae=TESTBED_VAE,
+    text_channels=128,  # one word embedding; 128 gives the attentive pool one head (text_channels // 128)
+    text_maxlen=24,  # caption words + the end token
+    num_levels=len(TESTBED_SIDES),
+    block_dtype=torch.float32,
+    max_resolution=TESTBED_RESOLUTION,
+)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything that fixes the testbed's shapes: the Infinity config and the scale sides."""
+
+    config: InfinityConfig = TESTBED
+    sides: tuple[int, ...] = TESTBED_SIDES
+
+    def __post_init__(self) -> None:
+        sides = tuple(self.sides)
+        if not sides or sides[0] != 1 or any(b <= a for a, b in itertools.pairwise(sides)):
+            raise ValueError(f"schedule sides={list(sides)} must start at 1 and increase strictly")
+        if len(sides) > self.config.num_levels:
+            raise ValueError(
+                f"schedule has {len(sides)} scales but config.num_levels={self.config.num_levels} level embeddings"
+            )
+        if self.config.apply_spatial_patchify:
+            raise ValueError("the testbed has no spatial patchify (a token is one VAE latent position)")
+
+    @property
+    def grids(self) -> tuple[Grid, ...]:
+        return tuple((s, s) for s in self.sides)
+
+    @property
+    def resolution(self) -> int:
+        """The image side: the last grid is the VAE latent grid."""
+        return self.sides[-1] * self.config.vae.patch_size
+
+    def schedule(self) -> InfinitySchedule:
+        """The testbed's one schedule (square, RoPE positions on its own last grid)."""
+        return InfinitySchedule(1.0, TESTBED_BUDGET, self.grids, self.grids[-1])
+
+
+def make_spec(
+    sides: tuple[int, ...] | list[int] | None = None, vae: dict | None = None, **config_changes
+) -> ModelSpec:
+    """The testbed spec, optionally with config fields, VAE fields or schedule sides changed (smaller sizes for
+    tests; the shipped checkpoint uses the defaults)."""
+    config = TESTBED
+    if vae:
+        fields = {**TESTBED_VAE.__dict__, **dict(vae)}
+        fields["ch_mult"] = tuple(fields["ch_mult"])  # a Hydra list; the frozen config keeps a tuple
+        config = config.with_(vae=BSQVAEConfig(**fields))
+    sides = tuple(sides) if sides is not None else TESTBED_SIDES
+    # the largest (and only) resolution follows the schedule and the VAE unless it is given
+    changes = {"max_resolution": sides[-1] * config.vae.patch_size, **config_changes}
+    return ModelSpec(config.with_(**changes), sides)

@@ -1,0 +1,145 @@
+"""The testbed's two training stages, on the real Infinity modules.
+
+**VAE** (:func:`vae_losses`): ``BSQVAE.encoder`` → the multi-scale bitwise residual quantiser of
+``BSQVAE.encode`` (:func:`quantize_latent`, through :func:`moss_models.core.tokenizer.residual_quantize`) with a
+straight-through estimator → ``BSQVAE.decoder``. The release's quantiser has no parameters, so the encoder and
+decoder are all that learns; a commitment term keeps the encoder's latent near the summed codes it is replaced
+by. (No GAN or perceptual loss: procedural shapes are flat colours and edges, and they would not fit 2 CPU cores.)
+
+**Transformer** (:func:`transformer_losses`): teacher forcing over every scale in one block-causal pass
+(``InfinityTransformer.teacher_forced_logits``). Each scale's input is what generation feeds it: the running sum of
+the coarser scales' codes (``InfinityFamily.codes_of``, upsampled to the latent grid as ``accumulate`` adds
+them) resized by ``InfinityFamily.tokens_of``; the labels are the VAE's bits of every scale, two logits per bit.
+A fraction of the prompts is replaced by ``cfg_uncond`` (the unconditional rows CFG uses at generation), so
+guidance works with the trained model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from moss_models.core.tokenizer import residual_quantize
+from moss_models.infinity.family import InfinityFamily
+from moss_models.infinity.text import TextBatch
+from moss_models.infinity.vae import BSQVAE, upsample_codes
+
+Grid = tuple[int, int]
+
+
+def quantize_latent(
+    vae: BSQVAE, z: torch.Tensor, grids: Sequence[Grid]
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``BSQVAE.encode``'s quantisation of an encoder output ``z`` ``(B, d, H, W)``: the summed codes and one
+    ``(B, h, w, d)`` bit tensor per grid (the same operations; a test checks the two agree bit for bit)."""
+    size = tuple(z.shape[-2:])
+    if tuple(grids[-1]) != size:
+        raise ValueError(f"the last grid {tuple(grids[-1])} must be the VAE latent grid {size}")
+
+    def down(residual: torch.Tensor, grid: Grid) -> torch.Tensor:
+        return F.interpolate(residual, size=grid, mode="area") if grid != size else residual
+
+    def quantize(r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        bits = (r > 0).permute(0, 2, 3, 1).to(torch.long)
+        return bits, vae.bits_to_codes(bits).permute(0, 3, 1, 2)
+
+    return residual_quantize(
+        z.float(), grids, down=down, quantize=quantize, up=lambda c: upsample_codes(c, size)
+    )
+
+
+def cropped_grids(sides: Sequence[int], latent_side: int) -> list[Grid]:
+    """The schedule for VAE training on crops whose latent grid is ``latent_side`` (the full schedule's sides
+    scaled down, at least 1, without repeats, ending at the crop's latent grid)."""
+    full = sides[-1]
+    scaled = sorted({max(1, min(latent_side, round(s * latent_side / full))) for s in sides} | {latent_side})
+    return [(s, s) for s in scaled]
+
+
+def vae_losses(
+    vae: BSQVAE, images: torch.Tensor, grids: Sequence[Grid], commit_weight: float = 0.25
+) -> dict[str, torch.Tensor]:
+    """One VAE training step's losses on ``(B, 3, H, W)`` images in [-1, 1]; ``loss`` is the one to minimise.
+
+    The reconstruction is the decoder's raw output (``BSQVAE.decode`` clamps to [-1, 1], which would stop the
+    gradient of every overshooting pixel); L1 + MSE (L1 keeps edges sharp, MSE is what PSNR measures).
+    """
+    z = vae.encoder(images).float()
+    with torch.no_grad():
+        summed, _ = quantize_latent(vae, z, grids)
+    z_q = (
+        z + (summed - z).detach()
+    )  # straight-through: the decoder sees the codes, the encoder gets its gradient
+    recon = vae.decoder(z_q)
+    mse = F.mse_loss(recon, images)
+    l1 = F.l1_loss(recon, images)
+    commit = F.mse_loss(z, summed)
+    with torch.no_grad():
+        clamped = F.mse_loss(recon.clamp(-1, 1), images)
+        psnr = 10 * torch.log10(4 / clamped.clamp_min(1e-10))  # peak-to-peak 2 in [-1, 1]
+    return {"loss": l1 + mse + commit_weight * commit, "l1": l1, "mse": mse, "commit": commit, "psnr": psnr}
+
+
+def teacher_forcing(
+    family: InfinityFamily, bits: Sequence[torch.Tensor], grids: Sequence[Grid]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The transformer inputs of scales 1…S−1 ``(B, L − 1, d)`` and the bit labels of every scale ``(B, L, d)``,
+    from per-scale ``(B, h, w, d)`` bits, built with the family's own generation operations."""
+    b = bits[0].shape[0]
+    latent = torch.zeros(b, family.vae.codebook_dim, *grids[-1], device=bits[0].device)
+    inputs, labels = [], []
+    for s, (scale_bits, grid) in enumerate(zip(bits, grids, strict=True)):
+        flat = scale_bits.reshape(b, grid[0] * grid[1], -1)
+        labels.append(flat)
+        latent = latent + upsample_codes(family.codes_of(flat, tuple(grid)), tuple(grids[-1]))
+        if s + 1 < len(grids):
+            inputs.append(family.tokens_of(latent, tuple(grids[s + 1])))
+    return torch.cat(inputs, dim=1), torch.cat(labels, dim=1)
+
+
+def drop_conditions(text: TextBatch, cfg_uncond: torch.Tensor, drop: Sequence[bool]) -> TextBatch:
+    """``text`` with the rows marked in ``drop`` replaced by ``cfg_uncond[:len_i]``, the unconditional features
+    CFG gives a prompt of that length at generation (``TextBatch.with_unconditional``)."""
+    if len(drop) != text.batch_size:
+        raise ValueError(f"drop has {len(drop)} entries for {text.batch_size} prompts")
+    feats = [
+        cfg_uncond[:n] if d else text.select(i) for i, (n, d) in enumerate(zip(text.lens, drop, strict=True))
+    ]
+    return TextBatch.from_features(feats, text.truncated)
+
+
+def transformer_losses(
+    family: InfinityFamily,
+    text_encoder,
+    images: torch.Tensor,
+    prompts: Sequence[str],
+    schedule,
+    drop: Sequence[bool] | None = None,
+) -> dict[str, torch.Tensor]:
+    """One transformer training step's losses: bitwise cross-entropy over every token of every scale (``loss``),
+    the bit accuracy, and the loss of each scale (``loss_s{i}``). The VAE is frozen (its bits are the labels).
+
+    ``text_encoder``: anything with ``encode(prompts) -> TextBatch`` (the word encoder, trained with it);
+    ``drop``: which prompts are replaced by the unconditional features (None: none).
+    """
+    grids = tuple(tuple(g) for g in schedule.grids)
+    tf = family.transformer
+    with torch.no_grad():
+        _, bits = family.vae.encode(images, list(grids))
+        inputs, labels = teacher_forcing(family, bits, grids)
+    text = text_encoder.encode(list(prompts))
+    if drop is not None and any(drop):
+        text = drop_conditions(text, tf.cfg_uncond, drop)
+    logits = tf.teacher_forced_logits(text, inputs, grids, family.rope_tables(schedule))
+    b, n, _ = logits.shape
+    d = family.config.d_vae
+    per_bit = F.cross_entropy(logits.view(b * n * d, 2), labels.reshape(-1), reduction="none").view(b, n, d)
+    out = {"loss": per_bit.mean()}
+    with torch.no_grad():
+        out["bit_acc"] = (logits.view(b, n, d, 2).argmax(-1) == labels).float().mean()
+        sizes = [h * w for h, w in grids]
+        for s, part in enumerate(per_bit.split(sizes, dim=1)):
+            out[f"loss_s{s}"] = part.mean()
+    return out

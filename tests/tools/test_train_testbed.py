@@ -1,0 +1,178 @@
+"""tools/train_testbed.py and moss_models.testbed: the two training stages on tiny sizes, resume, and the losses."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from moss_eval.quality.shapes import ShapesDataset, collate_shapes, vocabulary
+from moss_models.infinity import BSQVAE, InfinityFamily, InfinityTransformer
+from moss_models.testbed import (
+    TESTBED,
+    TESTBED_SIDES,
+    WordTextEncoder,
+    cropped_grids,
+    make_spec,
+    quantize_latent,
+    teacher_forcing,
+    transformer_losses,
+    vae_losses,
+)
+from moss_run.errors import UserError
+from moss_run.train import run_training
+
+from .conftest import compose_config
+
+TINY_ARCH = "model.arch={depth:2,embed_dim:32,num_heads:2,block_chunks:1}"
+SMOKE = ["model.sides=[1,2,4]", "data.size=32", TINY_ARCH, "train.ckpt_every=2", "train.log_every=1",
+         "train.progress_bar=false", "vae.batch_size=4", "vae.crop=16", "transformer.batch_size=4"]  # fmt: skip
+
+
+def tiny_spec():
+    return make_spec([1, 2, 4], depth=2, embed_dim=32, num_heads=2, block_chunks=1)
+
+
+def shapes_batch(n: int, size: int = 32):
+    return collate_shapes([ShapesDataset(0, size, n)[i] for i in range(n)])
+
+
+def test_the_shipped_testbed_shapes():
+    spec = make_spec()
+    assert spec.sides == TESTBED_SIDES == (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+    assert spec.resolution == 128 and spec.config.vae.patch_size == 8 and spec.config == TESTBED
+    assert spec.schedule().grids[-1] == spec.schedule().rope_grid == (16, 16)
+    assert spec.schedule().num_tokens == 680
+    with pytest.raises(ValueError, match=r"sides=\[2, 4\] must start at 1"):
+        make_spec([2, 4])
+
+
+def test_vae_round_trips_shapes_and_quantizes_like_encode():
+    spec = tiny_spec()
+    torch.manual_seed(0)
+    vae = BSQVAE(spec.config.vae)
+    images, _, _ = shapes_batch(2)
+    z = vae.encoder(images)
+    assert z.shape == (2, spec.config.vae.codebook_dim, 4, 4)  # 8× down
+    summed, bits = quantize_latent(vae, z, spec.grids)
+    ref_summed, ref_bits = vae.encode(images, list(spec.grids))
+    assert torch.equal(summed, ref_summed) and all(
+        torch.equal(a, b) for a, b in zip(bits, ref_bits, strict=True)
+    )
+    assert [tuple(b.shape) for b in bits] == [(2, s, s, 16) for s in (1, 2, 4)]
+    assert vae.decode(summed).shape == images.shape
+    out = vae_losses(vae, images, spec.grids)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and out["loss"] > out["mse"] > 0
+    assert (
+        vae.encoder.conv_in.conv.weight.grad.abs().sum() > 0
+    )  # the straight-through path reaches the encoder
+    assert cropped_grids(TESTBED_SIDES, 8) == [(s, s) for s in (1, 2, 3, 4, 5, 6, 8)]
+
+
+def test_word_encoder_covers_the_captions():
+    words = vocabulary()
+    enc = WordTextEncoder(words, 16, 24, strict=True)
+    _, captions, _ = shapes_batch(4)
+    text = enc.encode(captions)
+    assert text.kv_compact.shape == (sum(len(c.split()) + 1 for c in captions), 16)
+    assert text.lens == [len(c.split()) + 1 for c in captions]
+    assert enc.token_ids("A red, circle.") == [enc.ids["a"], enc.ids["red"], enc.ids["circle"], 0]
+    with pytest.raises(ValueError, match="'fox' of prompt"):
+        enc.encode(["a red fox"])
+    loose = WordTextEncoder(words, 16, 4)
+    assert loose.token_ids("a red fox on snow") == [loose.ids["a"], loose.ids["red"], 1, 0]  # <unk>, cut to 4
+    with pytest.raises(ValueError, match="repeated words"):
+        WordTextEncoder(["red", "red"], 16, 4)
+
+
+def test_the_inference_qk_normalisation_backpropagates():
+    """Training differentiates through moss-attention's ``cosine_qk_rope`` (no in-place op on a saved tensor)."""
+    from moss_attention import InfinityRope2D, cosine_qk_rope, gather_rope_angles, precompute_rope_tables
+
+    tables = precompute_rope_tables(InfinityRope2D(16, ref_grid=(4, 4)), [(1, 1), (2, 2), (4, 4)])
+    ids = torch.tensor([0, 1, 1, 1, 1] + [2] * 16)
+    rows = torch.tensor([0, 0, 0, 1, 1] + [r for r in range(4) for _ in range(4)])
+    cols = torch.tensor([0, 0, 1, 0, 1] + [c for _ in range(4) for c in range(4)])
+    angles = gather_rope_angles(tables, ids, rows, cols, batch=2)
+    qk = torch.randn(2, 21, 2, 3, 16, requires_grad=True)
+    mult = (torch.rand(3) + 1).requires_grad_()
+    cosine_qk_rope(qk, mult, angles).square().sum().backward()
+    assert qk.grad is not None and torch.isfinite(qk.grad).all() and mult.grad.abs().sum() > 0
+
+
+def test_transformer_overfits_a_fixed_batch():
+    spec = tiny_spec()
+    torch.manual_seed(0)
+    vae = BSQVAE(spec.config.vae)
+    tf = InfinityTransformer(spec.config).init_random(0)
+    enc = WordTextEncoder(vocabulary(), spec.config.text_channels, spec.config.text_maxlen, strict=True)
+    family = InfinityFamily(tf, vae, enc)
+    images, captions, _ = shapes_batch(2)
+    _, bits = vae.encode(images, list(spec.grids))
+    inputs, labels = teacher_forcing(family, bits, spec.grids)
+    assert inputs.shape == (2, 4 + 16, 16) and labels.shape == (2, 1 + 4 + 16, 16)
+    opt = torch.optim.Adam([*tf.parameters(), *enc.parameters()], lr=3e-3)
+    dropped = transformer_losses(family, enc, images, captions, spec.schedule(), drop=[True, False])
+    dropped["loss"].backward()
+    assert tf.cfg_uncond.grad.abs().sum() > 0  # a dropped prompt trains the unconditional features CFG uses
+    losses = []
+    for step in range(12):
+        out = transformer_losses(family, enc, images, captions, spec.schedule(), drop=[step % 3 == 0, False])
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(out["loss"].item())
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert set(out) >= {"loss", "bit_acc", "loss_s0", "loss_s1", "loss_s2"}
+    assert enc.embedding.weight.grad.abs().sum() > 0  # the word embeddings learn with the transformer
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_stages_checkpoint_export_and_resume(tmp_path):
+    out = tmp_path / "testbed"
+    common = [*SMOKE, f"out_dir={out}"]
+    vae = run_training(compose_config(["stage=vae", "vae.steps=2", *common], tmp_path, "train_testbed"))
+    assert vae["steps"] == 2 and (out / "vae" / "checkpoints" / "last.ckpt").exists()
+    assert set(load_file(out / "vae.safetensors")) == set(BSQVAE(tiny_spec().config.vae).state_dict())
+
+    cfg = compose_config(["stage=transformer", "transformer.steps=2", *common], tmp_path, "train_testbed")
+    first = run_training(cfg)
+    ckpt = out / "transformer" / "checkpoints" / "last.ckpt"
+    assert first["steps"] == 2 and torch.load(ckpt, weights_only=False)["global_step"] == 2
+    card = json.loads((out / "testbed.json").read_text())
+    assert card["sides"] == [1, 2, 4] and card["config"]["depth"] == 2 and card["vocabulary"] == vocabulary()
+    assert card["training"]["vae"]["steps"] == 2 and card["training"]["transformer"]["steps"] == 2
+    metrics = (out / "logs" / "transformer" / "csv" / "version_0" / "metrics.csv").read_text()
+    assert "train/loss" in metrics.splitlines()[0]
+
+    # rerun with more steps: it continues from step 2 (not from 0) and the stream from item 2 × batch
+    cfg = compose_config(["stage=transformer", "transformer.steps=3", *common], tmp_path, "train_testbed")
+    resumed = run_training(cfg)
+    assert resumed["steps"] == 3 and torch.load(ckpt, weights_only=False)["global_step"] == 3
+    assert (out / "logs" / "transformer" / "csv" / "version_1" / "metrics.csv").exists()
+    tf_state = load_file(out / "transformer.safetensors")
+    assert tf_state["word_embed.weight"].shape == (32, 16)
+
+    with pytest.raises(UserError, match=r"resume=false but .* holds checkpoints"):
+        run_training(
+            compose_config(["stage=transformer", "resume=false", *common], tmp_path, "train_testbed")
+        )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (["stage=decoder"], "stage='decoder' is not allowed"),
+        (["data.size=64"], r"data.size=64 does not match the testbed: .* = 128"),
+        (["vae.crop=20"], r"vae.crop=20 is not allowed: null or a multiple of 8"),
+        (["transformer.cond_drop=2", "stage=transformer"], r"transformer.cond_drop=2 is not allowed"),
+        (["stage=transformer"], "needs the trained VAE"),
+        (["model.arch={embed_dim:33}"], r"embed_dim=33 must be divisible by num_heads=2"),
+    ],
+)
+def test_bad_settings(tmp_path, overrides, match):
+    cfg = compose_config([f"out_dir={tmp_path / 'tb'}", *overrides], tmp_path, "train_testbed")
+    with pytest.raises(UserError, match=match):
+        run_training(cfg)
+    assert not (tmp_path / "tb" / "vae" / "checkpoints").exists()

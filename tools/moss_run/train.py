@@ -1,0 +1,371 @@
+"""tools/train_testbed.py: the testbed's two training stages as Lightning modules on the Shapes stream.
+
+The losses and the models are moss-models' (:mod:`moss_models.testbed`); this is the glue: settings checked
+before anything is built, the data stream, the optimiser, ``Trainer.fit`` with ``ModelCheckpoint`` and resume, and
+the safetensors export a stage ends with.
+
+Resume: the stream is read in order (item ``i`` of :class:`ShapesDataset` is random by itself), and a resumed run
+starts at item ``global_step × batch_size``, so it continues the stream instead of repeating it; crops and
+condition dropout are drawn from ``(seed, step)``, so a resumed run draws what the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, Sampler
+
+from moss_eval.quality.shapes import ShapesDataset, collate_shapes, vocabulary
+from moss_models.infinity import BSQVAE, InfinityFamily, InfinityTransformer
+from moss_models.testbed import (
+    ModelSpec,
+    WordTextEncoder,
+    cropped_grids,
+    make_spec,
+    transformer_losses,
+    vae_losses,
+)
+from moss_run.errors import UserError
+
+log = logging.getLogger("moss.train")
+
+STAGES = ("vae", "transformer")
+VAE_FILE, TRANSFORMER_FILE, TEXT_FILE, CARD_FILE = (
+    "vae.safetensors",
+    "transformer.safetensors",
+    "text.safetensors",
+    "testbed.json",
+)
+
+
+# ---------------------------------------------------------------------------------------------- settings
+
+
+def _int(cfg: DictConfig, key: str, low: int = 1) -> int:
+    value = OmegaConf.select(cfg, key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise UserError(f"{key}={value!r} is not allowed: an int >= {low}")
+    return value
+
+
+def _float(cfg: DictConfig, key: str, low: float = 0.0, high: float = math.inf, *, open_low=False) -> float:
+    value = OmegaConf.select(cfg, key)
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not (value > low if open_low else value >= low) or value > high:
+        bound = f"{'>' if open_low else '>='} {low}" + (f" and <= {high}" if high != math.inf else "")
+        raise UserError(f"{key}={value!r} is not allowed: a number {bound}")
+    return float(value)
+
+
+def build_spec(cfg: DictConfig) -> ModelSpec:
+    m = OmegaConf.to_container(cfg.model, resolve=True)
+    try:
+        return make_spec(m.get("sides"), m.get("vae") or None, **(m.get("arch") or {}))
+    except (TypeError, ValueError) as err:
+        raise UserError(f"model={m}: {err}") from None
+
+
+def check_settings(cfg: DictConfig) -> ModelSpec:
+    """Every setting the run reads, checked before anything is built (errors name the key and value)."""
+    if cfg.stage not in STAGES:
+        raise UserError(f"stage={cfg.stage!r} is not allowed: one of {list(STAGES)} (train the VAE first)")
+    spec = build_spec(cfg)
+    for key in ("seed", "data.seed"):
+        _int(cfg, key, 0)
+    _int(cfg, "threads")
+    size, length = _int(cfg, "data.size", 8), _int(cfg, "data.length")
+    if size != spec.resolution:
+        raise UserError(
+            f"data.size={size} does not match the testbed: its last scale side {spec.sides[-1]} × VAE patch size "
+            f"{spec.config.vae.patch_size} = {spec.resolution}"
+        )
+    stage = cfg.stage
+    steps, batch = _int(cfg, f"{stage}.steps"), _int(cfg, f"{stage}.batch_size")
+    if steps * batch > length:
+        raise UserError(
+            f"{stage}.steps × {stage}.batch_size = {steps * batch} items, more than data.length={length}"
+        )
+    _float(cfg, f"{stage}.lr", 0.0, open_low=True)
+    _int(cfg, f"{stage}.warmup", 0)
+    _float(cfg, f"{stage}.weight_decay")
+    if stage == "vae":
+        _float(cfg, "vae.commit_weight")
+        crop = OmegaConf.select(cfg, "vae.crop")
+        patch = spec.config.vae.patch_size
+        if crop is not None and (
+            not isinstance(crop, int) or isinstance(crop, bool) or crop % patch or not patch <= crop <= size
+        ):
+            raise UserError(
+                f"vae.crop={crop!r} is not allowed: null or a multiple of {patch} in [{patch}, {size}]"
+            )
+    else:
+        _float(cfg, "transformer.cond_drop", 0.0, 1.0)
+    _int(cfg, "train.log_every")
+    _int(cfg, "train.ckpt_every")
+    _float(cfg, "train.grad_clip")
+    return spec
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+class StreamSampler(Sampler[int]):
+    """Indices ``start, start + 1, …, length − 1``: the stream in order, from where a resumed run left off."""
+
+    def __init__(self, length: int, start: int = 0):
+        self.length, self.start = length, start
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.start, self.length))
+
+    def __len__(self) -> int:
+        return self.length - self.start
+
+
+class ShapesStream(L.LightningDataModule):
+    def __init__(self, seed: int, size: int, length: int, batch_size: int):
+        super().__init__()
+        self.dataset = ShapesDataset(seed, size, length)
+        self.batch_size = batch_size
+
+    def train_dataloader(self) -> DataLoader:
+        # Lightning restores the checkpoint (and so global_step) before it asks for the loader
+        start = self.trainer.global_step * self.batch_size if self.trainer is not None else 0
+        sampler = StreamSampler(len(self.dataset), start)
+        # rendering one 128² scene takes ~1.5 ms: worker processes would cost more than they save on 2 cores
+        return DataLoader(
+            self.dataset, self.batch_size, sampler=sampler, collate_fn=collate_shapes, drop_last=True
+        )
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """A generator for the random draws of one step (crops, condition dropout), the same on resume."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+# ---------------------------------------------------------------------------------------------- modules
+
+
+class _Stage(L.LightningModule):
+    def __init__(self, settings: dict, seed: int):
+        super().__init__()
+        self.settings, self.seed = settings, seed
+        self._last = None
+
+    def trainable(self) -> list[torch.nn.Parameter]:
+        raise NotImplementedError
+
+    def configure_optimizers(self):
+        s = self.settings
+        opt = torch.optim.AdamW(
+            self.trainable(), lr=s["lr"], betas=(0.9, 0.95), weight_decay=s["weight_decay"]
+        )
+        warmup, total = s["warmup"], s["steps"]
+
+        def factor(step: int) -> float:  # linear warm-up, then cosine down to 10 %
+            if step < warmup:
+                return (step + 1) / warmup
+            t = (step - warmup) / max(1, total - warmup)
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def log_losses(self, out: dict[str, torch.Tensor], batch_size: int) -> None:
+        now = time.perf_counter()
+        if self._last is not None:  # wall time of the previous step (data, forward, backward, optimiser)
+            self.log("perf/step_s", now - self._last, batch_size=batch_size)
+        self._last = now
+        main = {"loss", "psnr", "bit_acc"}
+        self.log_dict({f"train/{k}": v.detach() for k, v in out.items() if k in main}, prog_bar=True,
+                      batch_size=batch_size)  # fmt: skip
+        self.log_dict(
+            {f"train/{k}": v.detach() for k, v in out.items() if k not in main}, batch_size=batch_size
+        )
+
+
+class VAEStage(_Stage):
+    def __init__(self, spec: ModelSpec, settings: dict, seed: int):
+        super().__init__(settings, seed)
+        self.spec = spec
+        torch.manual_seed(seed)
+        self.vae = BSQVAE(spec.config.vae)
+        crop = settings.get("crop")
+        patch = spec.config.vae.patch_size
+        self.grids = cropped_grids(spec.sides, crop // patch) if crop else list(spec.grids)
+
+    def trainable(self):
+        return list(self.vae.parameters())
+
+    def training_step(self, batch, batch_idx):
+        images = batch[0]
+        crop = self.settings.get("crop")
+        if crop and crop < images.shape[-1]:
+            gen = step_generator(self.seed, self.global_step)
+            room = images.shape[-1] - crop + 1
+            ys, xs = torch.randint(room, (2, images.shape[0]), generator=gen).tolist()
+            # contiguous: the CPU convolutions take a much slower path on a strided view
+            images = torch.stack(
+                [im[:, y : y + crop, x : x + crop] for im, y, x in zip(images, ys, xs, strict=True)]
+            )
+        out = vae_losses(self.vae, images.contiguous(), self.grids, self.settings["commit_weight"])
+        self.log_losses(out, images.shape[0])
+        return out["loss"]
+
+
+class TransformerStage(_Stage):
+    def __init__(self, spec: ModelSpec, settings: dict, seed: int, vae_state: dict, words: list[str]):
+        super().__init__(settings, seed)
+        self.spec = spec
+        cfg = spec.config
+        self.transformer = InfinityTransformer(cfg).init_random(seed)
+        torch.manual_seed(seed)
+        self.text = WordTextEncoder(words, cfg.text_channels, cfg.text_maxlen, strict=True)
+        torch.nn.init.normal_(
+            self.text.embedding.weight, std=1.0
+        )  # unit scale, like T5 features after text_norm
+        self.vae = BSQVAE(cfg.vae)
+        self.vae.load_state_dict(vae_state)
+        self.vae.requires_grad_(False)  # frozen: its bits are the labels
+        self.family = InfinityFamily(self.transformer, self.vae, self.text)
+        # the family puts its modules in eval mode (it is built for generation); none of them has dropout or
+        # batch norm, so the mode changes nothing here but Lightning's warning about modules left in eval
+        self.transformer.train()
+        self.vae.train()
+        self.schedule = spec.schedule()
+
+    def trainable(self):
+        return [*self.transformer.parameters(), *self.text.parameters()]
+
+    def training_step(self, batch, batch_idx):
+        images, prompts, _ = batch
+        gen = step_generator(self.seed, self.global_step)
+        drop = (torch.rand(len(prompts), generator=gen) < self.settings["cond_drop"]).tolist()
+        out = transformer_losses(self.family, self.text, images, prompts, self.schedule, drop)
+        self.log_losses(out, images.shape[0])
+        return out["loss"]
+
+
+# ---------------------------------------------------------------------------------------------- export
+
+
+def _save(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str] | None = None) -> None:
+    # clone: the VAE registers its bit mask under two names (the release key set), which safetensors refuses to
+    # store as one shared tensor
+    save_file({k: v.detach().cpu().clone() for k, v in tensors.items()}, str(path), metadata=meta)
+
+
+def spec_record(spec: ModelSpec) -> dict:
+    cfg = spec.config
+    fields = {k: v for k, v in cfg.__dict__.items() if k not in ("vae", "block_dtype")}
+    return {"config": fields, "vae": {**cfg.vae.__dict__, "ch_mult": list(cfg.vae.ch_mult)},
+            "sides": list(spec.sides)}  # fmt: skip
+
+
+def export(module: _Stage, cfg: DictConfig, out_dir: Path, seconds: float) -> list[Path]:
+    """The stage's weights as safetensors (and, after the transformer, the card that ties them together)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    recipe = OmegaConf.to_container(cfg[cfg.stage], resolve=True)
+    meta = {"stage": cfg.stage, "steps": str(module.global_step), "recipe": json.dumps(recipe)}
+    if cfg.stage == "vae":
+        _save(out_dir / VAE_FILE, module.vae.state_dict(), meta)
+        return [out_dir / VAE_FILE]
+    _save(out_dir / TRANSFORMER_FILE, module.transformer.state_dict(), meta)
+    _save(out_dir / TEXT_FILE, module.text.state_dict(), meta)
+    card = {
+        **spec_record(module.spec),
+        "vocabulary": list(module.text.vocabulary),
+        "files": {"vae": VAE_FILE, "transformer": TRANSFORMER_FILE, "text": TEXT_FILE},
+        "training": {
+            "vae": load_file_meta(out_dir / VAE_FILE),
+            "transformer": {
+                "steps": module.global_step,
+                "seconds_this_run": round(seconds, 1),
+                "recipe": recipe,
+            },
+        },
+        "seed": cfg.seed,
+        "data": OmegaConf.to_container(cfg.data, resolve=True),
+    }
+    (out_dir / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+    return [out_dir / TRANSFORMER_FILE, out_dir / TEXT_FILE, out_dir / CARD_FILE]
+
+
+def load_file_meta(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    return {"steps": int(meta.get("steps", 0)), "recipe": json.loads(meta.get("recipe", "{}"))}
+
+
+# ---------------------------------------------------------------------------------------------- run
+
+
+def run_training(cfg: DictConfig) -> dict:
+    """One stage: fit (resuming from its last checkpoint when asked), then export. Returns what it did."""
+    spec = check_settings(cfg)
+    stage = cfg.stage
+    out_dir = Path(cfg.out_dir)
+    ckpt_dir = out_dir / stage / "checkpoints"
+    has_ckpt = (ckpt_dir / "last.ckpt").exists()
+    if has_ckpt and not cfg.resume:
+        raise UserError(
+            f"resume=false but {ckpt_dir} holds checkpoints of an earlier run; rerun with resume=true to continue "
+            "it, or give another out_dir (or delete that folder) to start over"
+        )
+    settings = OmegaConf.to_container(cfg[stage], resolve=True)
+    torch.set_num_threads(cfg.threads)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if stage == "vae":
+        module: _Stage = VAEStage(spec, settings, cfg.seed)
+    else:
+        vae_path = out_dir / VAE_FILE
+        if not vae_path.exists():
+            raise UserError(
+                f"stage=transformer needs the trained VAE {vae_path}: run stage=vae first (same out_dir)"
+            )
+        try:
+            module = TransformerStage(spec, settings, cfg.seed, load_file(str(vae_path)), vocabulary())
+        except RuntimeError as err:  # a VAE of another shape (model.vae changed between the stages)
+            raise UserError(f"{vae_path} does not fit model.vae={dict(cfg.model.vae)}: {err}") from None
+    data = ShapesStream(cfg.data.seed, cfg.data.size, cfg.data.length, settings["batch_size"])
+    logger = instantiate(cfg.logger) if cfg.get("logger") and "_target_" in cfg.logger else False
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, every_n_train_steps=cfg.train.ckpt_every)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=settings["steps"],
+        max_epochs=-1,
+        logger=logger,
+        callbacks=[checkpoint],
+        log_every_n_steps=cfg.train.log_every,
+        gradient_clip_val=cfg.train.grad_clip or None,
+        enable_progress_bar=bool(cfg.train.progress_bar),
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        default_root_dir=str(out_dir / stage),
+    )
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=data, ckpt_path="last" if has_ckpt else None)
+    seconds = time.perf_counter() - start
+    checkpoint_path = ckpt_dir / "last.ckpt"
+    if trainer.global_step % cfg.train.ckpt_every:  # the final step is checkpointed too, so resume is exact
+        trainer.save_checkpoint(checkpoint_path)
+    files = export(module, cfg, out_dir, seconds)
+    log.info("stage %s: %d steps in %.0f s; exported %s", stage, trainer.global_step, seconds,
+             ", ".join(str(f) for f in files))  # fmt: skip
+    return {"stage": stage, "steps": trainer.global_step, "seconds": seconds, "files": files,
+            "checkpoint": checkpoint_path}  # fmt: skip
