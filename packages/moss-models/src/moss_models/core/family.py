@@ -8,6 +8,7 @@ lines.
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -199,3 +200,43 @@ class ScaleFamily(ABC):
 
     def scale_grid(self, schedule: Any, index: int) -> Grid:
         return tuple(schedule.grids[index])
+
+
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+class ConfiguredPrecision:
+    """The depth, block groups and precision of a family whose config names ``depth``, ``block_dtype`` (the
+    weights' dtype) and ``autocast_dtype`` (what the release's passes autocast to on CUDA), and whose transformer has
+    ``layer_groups`` (VAR, HART).
+
+    The passes compute in ``autocast_dtype`` when ``self.precision_device`` is ``"cuda"`` (the meta device follows
+    CUDA, so accounting counts the GPU run), else in ``block_dtype``; a half-precision compute dtype runs under
+    ``torch.autocast`` except on the meta device.
+    """
+
+    config: Any
+    transformer: Any
+    precision_device: str
+    device: torch.device
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.depth
+
+    @property
+    def layer_groups(self) -> tuple[range, ...]:
+        return self.transformer.layer_groups
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        c = self.config
+        if self.precision_device == "cuda" and c.autocast_dtype is not None:
+            return c.autocast_dtype
+        return c.block_dtype
+
+    def autocast(self):
+        dtype = self.compute_dtype
+        if dtype not in HALF_DTYPES or self.device.type == "meta":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)

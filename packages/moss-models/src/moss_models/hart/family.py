@@ -44,7 +44,6 @@ Guidance semantics are VAR's: ``SamplingConfig.cfg`` as a number is the ramp's m
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,7 +51,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from moss_models.core.family import ScaleFamily
+from moss_models.core.family import HALF_DTYPES, ConfiguredPrecision, ScaleFamily
 from moss_models.core.kv_cache import KVCache
 from moss_models.core.pass_spec import PassSpec
 from moss_models.core.sampling import SamplingConfig, filter_top_k_top_p_
@@ -61,7 +60,6 @@ from moss_models.hart.config import REFINE_DIFFUSION, HARTConfig
 from moss_models.hart.text import HARTTextBatch
 from moss_models.hart.transformer import HARTContext, HARTTransformer
 
-_HALF = (torch.float16, torch.bfloat16)
 #: the official top-k schedule: 600 before scale 7, 300 from it on
 OFFICIAL_TOP_K = ((7, 600), (None, 300))
 
@@ -127,7 +125,7 @@ def guidance_weights(sampling: SamplingConfig, num_scales: int) -> tuple[list[fl
     return sampling.per_scale("cfg", num_scales), False
 
 
-class HARTFamily(ScaleFamily):
+class HARTFamily(ConfiguredPrecision, ScaleFamily):
     """A HART transformer, its hybrid tokenizer and (for prompts) its text encoder.
 
     ``more_smooth``: the official Gumbel smoothing of the codes (``sample.py``'s default; off for FID);
@@ -177,27 +175,6 @@ class HARTFamily(ScaleFamily):
     @property
     def device(self) -> torch.device:
         return self.transformer.word_embed.weight.device
-
-    @property
-    def num_layers(self) -> int:
-        return self.config.depth
-
-    @property
-    def layer_groups(self) -> tuple[range, ...]:
-        return self.transformer.layer_groups
-
-    @property
-    def compute_dtype(self) -> torch.dtype:
-        c = self.config
-        if self.precision_device == "cuda" and c.autocast_dtype is not None:
-            return c.autocast_dtype
-        return c.block_dtype
-
-    def autocast(self):
-        dtype = self.compute_dtype
-        if dtype not in _HALF or self.device.type == "meta":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=dtype)
 
     def schedule(self, resolution: Any = None, aspect_ratio: float = 1.0) -> HARTSchedule:
         return hart_schedule(self.config, resolution, aspect_ratio)
@@ -297,7 +274,7 @@ class HARTFamily(ScaleFamily):
         release's CUDA autocast, fp32 otherwise)."""
         return (
             self.compute_dtype
-            if self.compute_dtype in _HALF and self.precision_device == "cuda"
+            if self.compute_dtype in HALF_DTYPES and self.precision_device == "cuda"
             else torch.float32
         )
 

@@ -32,7 +32,6 @@ at ``cfg = 0``; here ``cfg = 0`` drops the unconditional rows (the same logits m
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +39,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from moss_models.core.family import ScaleFamily
+from moss_models.core.family import ConfiguredPrecision, ScaleFamily
 from moss_models.core.kv_cache import KVCache
 from moss_models.core.pass_spec import PassSpec
 from moss_models.core.sampling import SamplingConfig, filter_top_k_top_p_
@@ -49,7 +48,6 @@ from moss_models.var.config import VARConfig
 from moss_models.var.transformer import VARBlockConstants, VARContext, VARTransformer
 from moss_models.var.vqvae import MultiScaleVQVAE
 
-_HALF = (torch.float16, torch.bfloat16)
 _PER_ROW = ("gamma1", "gamma2", "scale1", "scale2", "shift1", "shift2")
 
 
@@ -119,7 +117,7 @@ def guidance_weights(sampling: SamplingConfig, num_scales: int) -> tuple[list[fl
     return sampling.per_scale("cfg", num_scales), False
 
 
-class VARFamily(ScaleFamily):
+class VARFamily(ConfiguredPrecision, ScaleFamily):
     """A VAR transformer and its multi-scale VQVAE.
 
     ``more_smooth``: the official Gumbel smoothing of the codes (the demo's visualisation option; not used for
@@ -157,27 +155,6 @@ class VARFamily(ScaleFamily):
     @property
     def device(self) -> torch.device:
         return self.transformer.pos_start.device
-
-    @property
-    def num_layers(self) -> int:
-        return self.config.depth
-
-    @property
-    def layer_groups(self) -> tuple[range, ...]:
-        return self.transformer.layer_groups
-
-    @property
-    def compute_dtype(self) -> torch.dtype:
-        c = self.config
-        if self.precision_device == "cuda" and c.autocast_dtype is not None:
-            return c.autocast_dtype
-        return c.block_dtype
-
-    def autocast(self):
-        dtype = self.compute_dtype
-        if dtype not in _HALF or self.device.type == "meta":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=dtype)
 
     def schedule(self, resolution: Any = None, aspect_ratio: float = 1.0) -> VARSchedule:
         return var_schedule(self.config, resolution, aspect_ratio)
