@@ -16,6 +16,7 @@ keys, strict loading, bit-identical with the official CPU outputs).
 from moss_models import (
     hart,  # noqa: F401  (registers the HART models and presets)
     infinity,  # noqa: F401  (registers the Infinity models and presets)
+    testbed,  # noqa: F401  (registers testbed_random and the testbed presets)
     var,  # noqa: F401  (registers the VAR models and presets)
 )
 from moss_models.core import (

@@ -4,10 +4,16 @@ The released models and the flags they were built with (``tools/run_infinity.py`
 cosine self-attention, fused-norm semantics, level embedding only before the first block, 2D RoPE in every
 self-attention with positions normalised to the '1M' grid (mode 2), bit labels, text from flan-t5-xl (2048
 channels, at most 512 tokens), transformer blocks in bf16 and everything else in fp32.
+
+A config may carry its own scale schedule (``scale_sides``, square grids only): a model trained in this
+repository on another schedule than the release's (the testbed, 128² with 8× downsampling). Then it generates at
+exactly ``max_resolution``, which must be the last side × the VAE's pixels per token. The released configs leave
+it None and use the official dynamic-resolution templates.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -32,6 +38,9 @@ class InfinityConfig:
     rope_base: float = 10000.0
     block_dtype: torch.dtype = torch.bfloat16  # the release casts every block to bf16 before loading
     max_resolution: int = 1024  # largest square side the release was trained for
+    # The model's own square schedule (grid sides, coarse to fine) in place of the release templates; None: the
+    # templates. Set: the only resolution is max_resolution = scale_sides[-1] × token_stride.
+    scale_sides: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.embed_dim % self.num_heads:
@@ -40,10 +49,37 @@ class InfinityConfig:
             raise ValueError(f"depth={self.depth} must be divisible by block_chunks={self.block_chunks}")
         if self.head_dim % 4:
             raise ValueError(f"head_dim={self.head_dim} must be divisible by 4 for 2D RoPE")
+        if self.scale_sides is not None:
+            self._check_scale_sides()
+
+    def _check_scale_sides(self) -> None:
+        sides = tuple(self.scale_sides)  # a Hydra/JSON list becomes the frozen config's tuple
+        object.__setattr__(self, "scale_sides", sides)
+        if (
+            not sides
+            or not all(isinstance(s, int) and not isinstance(s, bool) for s in sides)
+            or sides[0] != 1
+            or any(b <= a for a, b in itertools.pairwise(sides))
+        ):
+            raise ValueError(f"scale_sides={list(sides)} must start at 1 and increase strictly (ints)")
+        if len(sides) > self.num_levels:
+            raise ValueError(
+                f"scale_sides has {len(sides)} scales but num_levels={self.num_levels} level embeddings"
+            )
+        if self.max_resolution != sides[-1] * self.token_stride:
+            raise ValueError(
+                f"max_resolution={self.max_resolution} must be the last scale side {sides[-1]} × "
+                f"{self.token_stride} pixels per token = {sides[-1] * self.token_stride}"
+            )
 
     @property
     def head_dim(self) -> int:
         return self.embed_dim // self.num_heads
+
+    @property
+    def token_stride(self) -> int:
+        """Image pixels per token side: the VAE's downsampling, ×2 with spatial patchify (16 for releases)."""
+        return self.vae.patch_size * (2 if self.apply_spatial_patchify else 1)
 
     @property
     def ffn_hidden(self) -> int:

@@ -25,7 +25,13 @@ from moss_models.core.pass_spec import PassSpec
 from moss_models.core.sampling import SamplingConfig, sample_bits
 from moss_models.core.steps import Grid, StepTokens
 from moss_models.infinity.config import InfinityConfig
-from moss_models.infinity.schedules import RESOLUTION_TO_BUDGET, InfinitySchedule, get_schedule
+from moss_models.infinity.schedules import (
+    RESOLUTION_TO_BUDGET,
+    InfinitySchedule,
+    get_schedule,
+    nearest_aspect_ratio,
+    sides_schedule,
+)
 from moss_models.infinity.text import T5TextEncoder, TextBatch, index_device
 from moss_models.infinity.transformer import InfinityTransformer, TextContext
 from moss_models.infinity.vae import BSQVAE, images_to_uint8, upsample_codes
@@ -40,9 +46,14 @@ def autocast_device_type(device: torch.device) -> str:
 def checked_schedule(
     config: InfinityConfig, resolution: int | str | None, aspect_ratio: float
 ) -> InfinitySchedule:
-    """The schedule of a resolution and ratio, refused above what the config supports (None: its largest)."""
+    """The schedule of a resolution and ratio, refused above what the config supports (None: its largest).
+
+    A config with its own schedule (``scale_sides``) has one resolution and one (square) aspect ratio.
+    """
     if resolution is None:
         resolution = config.max_resolution
+    if config.scale_sides is not None:
+        return _own_schedule(config, resolution, aspect_ratio)
     sched = get_schedule(resolution, aspect_ratio)
     if BUDGET_TO_RESOLUTION[sched.budget] > config.max_resolution:
         raise ValueError(
@@ -50,6 +61,22 @@ def checked_schedule(
             f"{config.max_resolution} (pixel budget of a {config.max_resolution}² image)"
         )
     return sched
+
+
+def _own_schedule(config: InfinityConfig, resolution: int | str, aspect_ratio: float) -> InfinitySchedule:
+    # bool is an int: True must not pass for a resolution
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution != config.max_resolution:
+        raise ValueError(
+            f"unsupported resolution {resolution!r} for {config.name}: it generates on its own schedule "
+            f"(scale sides {list(config.scale_sides)}), at resolution {config.max_resolution} only"
+        )
+    nearest_aspect_ratio(aspect_ratio)  # refuses what is not a positive number, with the usual message
+    if aspect_ratio != 1:  # trained on square grids only: there is no grid set for another ratio to snap to
+        raise ValueError(
+            f"aspect_ratio={aspect_ratio!r} is not supported by {config.name}: its own schedule is square "
+            "(aspect_ratio 1 only)"
+        )
+    return sides_schedule(config.scale_sides, config.token_stride, config.name)
 
 
 class InfinityFamily(ScaleFamily):

@@ -3,6 +3,9 @@
 Every aspect-ratio template has 13 token grids; the 256², 512², 768² and 1024² schedules are its first 7, 10, 12
 and 13 grids ('0.06M', '0.25M', '0.60M', '1M'). One VAE token covers 16×16 pixels. Inverse ratios are the
 transposed grids, keyed ``int(1/ratio·1000)/1000`` exactly as the official table keys them.
+
+A config may instead carry its own square schedule (``InfinityConfig.scale_sides``, e.g. the testbed's 128²
+one): :func:`sides_schedule` builds it, with the pixels per token of that config's VAE.
 """
 
 from __future__ import annotations
@@ -48,13 +51,16 @@ class InfinitySchedule:
     """One generation's token grids plus what the model needs to place them.
 
     ``rope_grid`` is the last grid of the template's '1M' schedule: Infinity's RoPE positions are always
-    expressed on it, whatever resolution is generated.
+    expressed on it, whatever resolution is generated. ``token_stride``: image pixels per token side (16 for
+    every release: the d32 VAE is 16× down, the 8B's is 8× down with 2×2 patchify; a config's own schedule
+    sets its VAE's).
     """
 
     aspect_ratio: float  # the template's h/w
     budget: str
     grids: tuple[Grid, ...]
     rope_grid: Grid
+    token_stride: int = VAE_STRIDE
 
     @property
     def num_tokens(self) -> int:
@@ -63,7 +69,7 @@ class InfinitySchedule:
     @property
     def pixels(self) -> tuple[int, int]:
         h, w = self.grids[-1]
-        return h * VAE_STRIDE, w * VAE_STRIDE
+        return h * self.token_stride, w * self.token_stride
 
     def as_3d(self) -> list[tuple[int, int, int]]:
         """The official ``[(1, h, w), ...]`` form."""
@@ -92,3 +98,13 @@ def get_schedule(resolution: int | str = 1024, aspect_ratio: float = 1.0) -> Inf
     ratio = nearest_aspect_ratio(aspect_ratio)
     template = TEMPLATES[ratio]
     return InfinitySchedule(ratio, budget, template[: PIXEL_BUDGETS[budget]], template[-1])
+
+
+def sides_schedule(sides: tuple[int, ...], token_stride: int, budget: str) -> InfinitySchedule:
+    """A square schedule of the given grid sides (coarse to fine), RoPE positions on its own last grid.
+
+    For a config that carries its own schedule (``InfinityConfig.scale_sides``): it is trained on exactly these
+    grids, so there is no larger '1M' grid to normalise positions to. ``budget`` names it (the config's name).
+    """
+    grids = tuple((s, s) for s in sides)
+    return InfinitySchedule(1.0, budget, grids, grids[-1], token_stride)

@@ -4,6 +4,9 @@ It is a configuration of the Infinity family, not a model of its own: an :class:
 BSQ VAE (8× downsampling, so a 128² image is a 16² latent grid), a word-level text encoder of width
 ``text_channels`` (:mod:`moss_models.testbed.text`) in place of flan-t5, and a schedule of 10 square scales fine
 enough for MoSs k2…k5 to differ. Blocks run in fp32: it is trained and run on CPU, where bf16 is slow.
+
+The schedule is part of the config (``InfinityConfig.scale_sides``), so the Infinity family generates at it
+through the normal path (``InfinityFamily.schedule(128, 1.0)``) and :meth:`ModelSpec.schedule` is that same one.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from moss_models.infinity.config import InfinityConfig
+from moss_models.infinity.family import checked_schedule
 from moss_models.infinity.schedules import InfinitySchedule
 from moss_models.infinity.vae import BSQVAEConfig
 
@@ -22,7 +26,7 @@ Grid = tuple[int, int]
 #: the side of every scale's square grid; the last one is the VAE latent grid (128 / 8 = 16)
 TESTBED_SIDES: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 TESTBED_RESOLUTION = 128
-TESTBED_BUDGET = "testbed"  # the schedule's budget name (not one of the release's pixel budgets)
+TESTBED_BUDGET = "testbed"  # the schedule's budget name: a config's own schedule is named after the config
 
 # 8× down (three downsampling levels); 32 channels down to 64² and 64 below: sized so the VAE stage trains at
 # ~0.4 s per step of 16 64² crops on 2 CPU cores (conf/train_testbed.yaml has the measured numbers).
@@ -40,6 +44,7 @@ TESTBED = InfinityConfig(
     num_levels=len(TESTBED_SIDES),
     block_dtype=torch.float32,
     max_resolution=TESTBED_RESOLUTION,
+    scale_sides=TESTBED_SIDES,
 )
 
 
@@ -60,6 +65,11 @@ class ModelSpec:
             )
         if self.config.apply_spatial_patchify:
             raise ValueError("the testbed has no spatial patchify (a token is one VAE latent position)")
+        if self.config.scale_sides != sides:  # one schedule: the family generates at the config's
+            raise ValueError(
+                f"config.scale_sides={self.config.scale_sides} differs from sides={list(sides)}; build the spec "
+                "with make_spec(sides), which sets both"
+            )
 
     @property
     def grids(self) -> tuple[Grid, ...]:
@@ -71,8 +81,9 @@ class ModelSpec:
         return self.sides[-1] * self.config.vae.patch_size
 
     def schedule(self) -> InfinitySchedule:
-        """The testbed's one schedule (square, RoPE positions on its own last grid)."""
-        return InfinitySchedule(1.0, TESTBED_BUDGET, self.grids, self.grids[-1])
+        """The testbed's one schedule (square, RoPE positions on its own last grid, 8 pixels per token): the
+        one the Infinity family generates at for this config."""
+        return checked_schedule(self.config, self.resolution, 1.0)
 
 
 def make_spec(
@@ -86,6 +97,7 @@ def make_spec(
         fields["ch_mult"] = tuple(fields["ch_mult"])  # a Hydra list; the frozen config keeps a tuple
         config = config.with_(vae=BSQVAEConfig(**fields))
     sides = tuple(sides) if sides is not None else TESTBED_SIDES
-    # the largest (and only) resolution follows the schedule and the VAE unless it is given
-    changes = {"max_resolution": sides[-1] * config.vae.patch_size, **config_changes}
+    # the largest (and only) resolution follows the schedule and the VAE unless it is given; the config carries
+    # the schedule, so the family generates at it
+    changes = {"max_resolution": sides[-1] * config.vae.patch_size, "scale_sides": sides, **config_changes}
     return ModelSpec(config.with_(**changes), sides)

@@ -20,6 +20,17 @@ from moss_models.infinity.text import TextBatch, warn_truncated
 END = "</s>"
 UNKNOWN = "<unk>"
 SPECIALS = (END, UNKNOWN)
+#: every word a Shapes caption can contain, in the order of ``moss_eval.quality.shapes.vocabulary()`` (the ids of a
+#: trained encoder depend on it). A copy, since moss-models does not depend on moss-eval;
+#: tests/models/test_testbed_model.py asserts that the two are equal.
+SHAPES_VOCABULARY: tuple[str, ...] = (
+    "a", "an", "two", "three",
+    "red", "orange", "yellow", "green", "blue", "purple",
+    "circle", "square", "triangle", "star", "diamond",
+    "circles", "squares", "triangles", "stars", "diamonds",
+    "and", "left", "of", "right", "above", "below",
+    "on", "plain", "striped", "checkered", "noisy", "background",
+)  # fmt: skip
 _SPLIT = re.compile(r"[A-Za-z0-9]+(?:[-'][A-Za-z0-9]+)*")  # words; punctuation and spaces separate them
 
 
