@@ -87,6 +87,19 @@ def _stats(name: str, values: list[float]) -> dict[str, float | None]:
     }
 
 
+def _score_records(
+    inputs: EvalInput, batch_size, score_images, device, key: str
+) -> dict[str, dict[str, Any]]:
+    """Record id → ``{key: score}``: ``score_images(images, prompts, device)`` over the run's images in batches of
+    ``batch_size`` (None: the run's)."""
+    per_image: dict[str, dict[str, Any]] = {}
+    for batch in _batches(inputs.records, batch_size or inputs.batch_size):
+        scores = score_images([inputs.load_image(r) for r in batch], [r["prompt"] for r in batch], device)
+        for record, value in zip(batch, scores.tolist(), strict=True):
+            per_image[str(record["id"])] = {key: value}
+    return per_image
+
+
 def _batches(records: list[dict[str, Any]], size: int):
     size = max(1, int(size))
     for start in range(0, len(records), size):
@@ -251,13 +264,7 @@ class HPSEvaluator:
 
     def evaluate(self, inputs: EvalInput) -> EvalResult:
         device = self.device or inputs.device
-        per_image: dict[str, dict[str, Any]] = {}
-        for batch in _batches(inputs.records, self.batch_size or inputs.batch_size):
-            scores = self.score_images(
-                [inputs.load_image(r) for r in batch], [r["prompt"] for r in batch], device
-            )
-            for record, value in zip(batch, scores.tolist(), strict=True):
-                per_image[str(record["id"])] = {"hps": value}
+        per_image = _score_records(inputs, self.batch_size, self.score_images, device, "hps")
         values = [v["hps"] for v in per_image.values()]
         return EvalResult(
             name=self.name,
@@ -616,13 +623,7 @@ class ImageRewardEvaluator:
 
     def evaluate(self, inputs: EvalInput) -> EvalResult:
         device = self.device or inputs.device
-        per_image: dict[str, dict[str, Any]] = {}
-        for batch in _batches(inputs.records, self.batch_size or inputs.batch_size):
-            scores = self.score_images(
-                [inputs.load_image(r) for r in batch], [r["prompt"] for r in batch], device
-            )
-            for record, value in zip(batch, scores.tolist(), strict=True):
-                per_image[str(record["id"])] = {"imagereward": value}
+        per_image = _score_records(inputs, self.batch_size, self.score_images, device, "imagereward")
         values = [v["imagereward"] for v in per_image.values()]
         _, _, load_info = self.load(device)
         return EvalResult(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -240,3 +241,30 @@ class ConfiguredPrecision:
         if dtype not in HALF_DTYPES or self.device.type == "meta":
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class SquareSchedule:
+    """A model's one schedule: square grids at its one resolution (VAR, HART)."""
+
+    grids: tuple[Grid, ...]
+    resolution: int
+
+
+def square_schedule(
+    name: str, patch_nums: Sequence[int], native: int, resolution: Any = None, aspect_ratio: float = 1.0
+) -> SquareSchedule:
+    """``patch_nums`` as square grids at the model's ``native`` resolution; ``resolution`` (None: the native one)
+    and ``aspect_ratio`` are checked, since a fixed-schedule model generates nothing else."""
+    if resolution is not None:
+        try:
+            ok = float(resolution) == native
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"{name} generates {native}² images only; resolution must be {native}, got {resolution!r}"
+            )
+    if aspect_ratio != 1:
+        raise ValueError(f"{name} generates square images only; aspect_ratio must be 1, got {aspect_ratio!r}")
+    return SquareSchedule(tuple((p, p) for p in patch_nums), native)

@@ -51,11 +51,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from moss_models.core.family import HALF_DTYPES, ConfiguredPrecision, ScaleFamily
+from moss_models.core.family import (
+    HALF_DTYPES,
+    ConfiguredPrecision,
+    ScaleFamily,
+    SquareSchedule,
+    square_schedule,
+)
 from moss_models.core.kv_cache import KVCache
 from moss_models.core.pass_spec import PassSpec
 from moss_models.core.sampling import SamplingConfig, filter_top_k_top_p_
-from moss_models.core.steps import Grid, StepTokens
+from moss_models.core.steps import StepTokens
 from moss_models.hart.config import REFINE_DIFFUSION, HARTConfig
 from moss_models.hart.text import HARTTextBatch
 from moss_models.hart.transformer import HARTContext, HARTTransformer
@@ -64,10 +70,7 @@ from moss_models.hart.transformer import HARTContext, HARTTransformer
 OFFICIAL_TOP_K = ((7, 600), (None, 300))
 
 
-@dataclass(frozen=True)
-class HARTSchedule:
-    grids: tuple[Grid, ...]
-    resolution: int
+HARTSchedule = SquareSchedule  # the model's one schedule (core.family.square_schedule)
 
 
 @dataclass
@@ -94,21 +97,7 @@ class HARTSamples:
 
 def hart_schedule(config: HARTConfig, resolution: Any = None, aspect_ratio: float = 1.0) -> HARTSchedule:
     """The model's one schedule: its ``patch_nums`` as square grids, at its resolution (None: that one)."""
-    res = config.resolution
-    if resolution is not None:
-        try:
-            ok = float(resolution) == res
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise ValueError(
-                f"{config.name} generates {res}² images only; resolution must be {res}, got {resolution!r}"
-            )
-    if aspect_ratio != 1:
-        raise ValueError(
-            f"{config.name} generates square images only; aspect_ratio must be 1, got {aspect_ratio!r}"
-        )
-    return HARTSchedule(tuple((p, p) for p in config.patch_nums), res)
+    return square_schedule(config.name, config.patch_nums, config.resolution, resolution, aspect_ratio)
 
 
 def guidance_ratio(si: int, num_scales: int) -> float:

@@ -39,11 +39,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from moss_models.core.family import ConfiguredPrecision, ScaleFamily
+from moss_models.core.family import ConfiguredPrecision, ScaleFamily, SquareSchedule, square_schedule
 from moss_models.core.kv_cache import KVCache
 from moss_models.core.pass_spec import PassSpec
 from moss_models.core.sampling import SamplingConfig, filter_top_k_top_p_
-from moss_models.core.steps import Grid, StepTokens
+from moss_models.core.steps import StepTokens
 from moss_models.var.config import VARConfig
 from moss_models.var.transformer import VARBlockConstants, VARContext, VARTransformer
 from moss_models.var.vqvae import MultiScaleVQVAE
@@ -51,10 +51,7 @@ from moss_models.var.vqvae import MultiScaleVQVAE
 _PER_ROW = ("gamma1", "gamma2", "scale1", "scale2", "shift1", "shift2")
 
 
-@dataclass(frozen=True)
-class VARSchedule:
-    grids: tuple[Grid, ...]
-    resolution: int
+VARSchedule = SquareSchedule  # the model's one schedule (core.family.square_schedule)
 
 
 @dataclass(frozen=True)
@@ -90,21 +87,7 @@ def _parse_label(value: Any, num_classes: int) -> int:
 
 def var_schedule(config: VARConfig, resolution: Any = None, aspect_ratio: float = 1.0) -> VARSchedule:
     """The model's one schedule: its ``patch_nums`` as square grids, at its resolution (None: that one)."""
-    res = config.resolution
-    if resolution is not None:
-        try:
-            ok = float(resolution) == res
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise ValueError(
-                f"{config.name} generates {res}² images only; resolution must be {res}, got {resolution!r}"
-            )
-    if aspect_ratio != 1:
-        raise ValueError(
-            f"{config.name} generates square images only; aspect_ratio must be 1, got {aspect_ratio!r}"
-        )
-    return VARSchedule(tuple((p, p) for p in config.patch_nums), res)
+    return square_schedule(config.name, config.patch_nums, config.resolution, resolution, aspect_ratio)
 
 
 def guidance_weights(sampling: SamplingConfig, num_scales: int) -> tuple[list[float], bool]:
