@@ -1,6 +1,6 @@
 """The paper's analyses on one model: Eq. 2 contributions, frequency vs contribution, Observation 1.
 
-uv run python tools/analyze.py                                        # tiny model on CPU
+uv run python tools/analyze.py                                        # the trained testbed on CPU
 uv run python tools/analyze.py model=var_tiny data=imagenet_classes
 uv run python tools/analyze.py model=infinity_2b trainer=gpu 'data.prompts=[...]' logger=wandb
 

@@ -44,6 +44,11 @@ print(f"   requires: {core}")
 # every other workspace member it pulls in must come from dist/, i.e. have been declared
 siblings = [d.metadata["Name"] for d in md.distributions() if d.metadata["Name"].startswith("moss-")]
 print(f"   moss packages installed: {sorted(siblings)}")
+if module == "moss_models":  # the trained testbed ships as package data: the default model must load offline
+    from moss_models.testbed import export_files
+
+    files = export_files(None)
+    print(f"   testbed weights: {sum(p.stat().st_size for p in files.values()) / 2**20:.1f} MiB in the wheel")
 PY
   then
     echo "FAIL: $name does not import in a clean venv" >&2

@@ -1,6 +1,6 @@
 """The main job: generate images with Hydra configs, a Lightning predict loop and W&B logging.
 
-uv run python tools/run.py                                        # tiny model on CPU
+uv run python tools/run.py                                        # the trained testbed on CPU
 uv run python tools/run.py model=infinity moss=k5 attn=cssa_triton
 uv run python tools/run.py -m moss=off,k2,k3,k4,k5                # a sweep; then tools/summarize.py
 

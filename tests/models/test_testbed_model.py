@@ -13,7 +13,7 @@ from moss_models.core.registry import model_entry
 from moss_models.infinity import InfinityConfig, get_config, get_schedule
 from moss_models.infinity.presets import THRESHOLDS as INFINITY_THRESHOLDS
 from moss_models.testbed import SHAPES_VOCABULARY, TESTBED, TESTBED_SIDES, make_spec
-from moss_models.testbed.presets import UNTUNED
+from moss_models.testbed.presets import SEARCH, UNTUNED
 
 PROMPT = "a red circle on a striped background"
 
@@ -98,8 +98,10 @@ def test_moss_k1_band_100_is_the_baseline_exactly(testbed):
     assert moss.stats.tokens_per_pass == base.stats.tokens_per_pass
 
 
-def test_presets_are_the_infinity_paper_placeholders():
-    assert UNTUNED
+def test_presets_are_placeholders_until_searched():
+    """The trained weights are not yet good enough to search thresholds on (issue 16): the presets are still the
+    Infinity paper's values, and say so."""
+    assert UNTUNED and SEARCH == {}
     for k in ("k2", "k3", "k4", "k5"):
         assert preset_thresholds("testbed", k) == INFINITY_THRESHOLDS[k]
 

@@ -17,11 +17,25 @@ CONF = ROOT / "conf"
 register_resolvers()
 
 
+# The run machinery's tests use the tiny Infinity (random weights, 256², any prompt) unless they choose a model:
+# their expectations (sizes, token counts, prompts) were written for it. The default of tools/run.py, the trained
+# testbed, has its own tests (test_readme's default run, test_testbed_trained.py).
+MACHINERY_MODEL = "model=tiny"
+
+
+def with_model(args, config_name="config"):
+    args = list(args)
+    if config_name != "config" or any(a.lstrip("+~").startswith("model=") for a in args):
+        return args
+    return [*args, MACHINERY_MODEL]  # last: flags such as -m come first
+
+
 def compose_config(overrides=(), output_dir=None, config_name="config"):
-    """The real config tree, composed as tools/run.py composes it, with the Hydra config set for this process."""
+    """The real config tree, composed as tools/run.py composes it, with the Hydra config set for this process
+    (``model=tiny`` unless the overrides choose a model: :data:`MACHINERY_MODEL`)."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+        cfg = compose(config_name, overrides=with_model(overrides, config_name), return_hydra_config=True)
     if output_dir is not None:
         with read_write(cfg), open_dict(cfg):
             cfg.hydra.runtime.output_dir = str(output_dir)
@@ -31,11 +45,12 @@ def compose_config(overrides=(), output_dir=None, config_name="config"):
 
 
 def run_cli(args, *, timeout=300, env=None, cwd=ROOT):
-    """tools/run.py in a subprocess (W&B offline, its files under the run dir)."""
+    """tools/run.py in a subprocess (W&B offline, its files under the run dir; ``model=tiny`` unless ``args``
+    choose a model)."""
     full_env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}
     full_env = {k: v for k, v in full_env.items() if v is not None}  # None: unset the variable
     return subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "run.py"), *args],
+        [sys.executable, str(ROOT / "tools" / "run.py"), *with_model(args)],
         cwd=cwd,
         env=full_env,
         capture_output=True,

@@ -95,7 +95,7 @@ def test_the_plots_are_valid_images(analysed):
 @pytest.mark.parametrize(
     ("override", "match"),
     [
-        ("analyze.num_drafter=7", r"analyze.num_drafter=7 is not allowed: an int in \[1, 6\]"),
+        ("analyze.num_drafter=10", r"analyze.num_drafter=10 is not allowed: an int in \[1, 9\]"),
         ("analyze.scorers=[variance,sobel]", r"analyze.scorers\[1\]='sobel'"),
         ("analyze.heatmaps=-1", "analyze.heatmaps=-1"),
         ("moss=k2", "moss=k2: tools/analyze.py measures the full model"),

@@ -16,7 +16,7 @@ from hydra.core.global_hydra import GlobalHydra
 from moss_run.app import run
 from moss_run.prepare import prepare
 
-from .conftest import ROOT, compose_config
+from .conftest import ROOT, compose_config, with_model
 
 # (case id, overrides, what the message must name)
 CASES = [
@@ -85,7 +85,7 @@ def _cli(args, timeout=90):
     ctx = multiprocessing.get_context("fork")
     with tempfile.TemporaryDirectory() as tmp:
         out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
-        child = ctx.Process(target=_child, args=([*args, "logger=none"], str(out), str(err)))
+        child = ctx.Process(target=_child, args=([*with_model(args), "logger=none"], str(out), str(err)))
         child.start()
         child.join(timeout)
         if child.is_alive():

@@ -28,16 +28,19 @@ def test_python_blocks_run(readme, tmp_path, monkeypatch):
         exec(code, namespace)  # a failing block raises with its file and block number
     if readme == ROOT / "README.md":
         out = namespace["out"]  # the notebook example's promises
-        assert len(out.images) == 2 and out.images[0].size == (256, 256)
-        assert out.stats.tokens_per_pass == [1, 4, 42] and out.stats.kv_cache_bytes > 0
-        assert namespace["baseline"].stats.forward_passes == 7
+        assert len(out.images) == 2 and out.images[0].size == (128, 128)
+        assert (
+            len(out.stats.tokens_per_pass) == 8 and out.stats.kv_cache_bytes > 0
+        )  # k3: 7 drafter passes + 1
+        assert namespace["baseline"].stats.forward_passes == 10
 
 
 # ---------------------------------------------------------------------------------------------- command blocks
 
 FENCE = re.compile(r"^( *)```bash\n(.*?)^\1```", re.S | re.M)
 SWEEP = (
-    "uv run python tools/run.py -m moss=off,k2,k5,skip2 'data.prompts=[a red fox,a bowl of ramen,a blue car]'"
+    "uv run python tools/run.py -m moss=off,k2,k5,skip2 'data.prompts=[a red circle on a plain background,two blue "
+    "squares on a striped background,a yellow star left of a green triangle on a checkered background]'"
 )
 PEERS = "uv run python tools/run.py -m moss=off,k5,fastvar,fastervar"
 SUMMARIZE = "uv run python tools/summarize.py outputs/multiruns/<time>"
@@ -56,7 +59,7 @@ SEARCH_RELEASE = (
     "'search.conditions=[207,980,88,1]'"
 )
 VAR_COMMANDS = {VAR_TINY, VAR_RELEASE, VAR_BENCH, SEARCH_TINY, SEARCH_RELEASE}
-QUALITY_RUN = "uv run python tools/run.py data=geneval data.limit=4 'eval=[fidelity]'"
+QUALITY_RUN = "uv run python tools/run.py data=shapes data.limit=4 'eval=[shapes,fidelity]'"
 QUALITY_EVALUATE = "uv run python tools/evaluate.py outputs/runs/<name>/<time> 'eval=[fidelity]'"
 GENEVAL_RELEASE = (
     "uv run python tools/run.py model=infinity_2b data=geneval 'eval=[geneval,fidelity]' trainer=gpu"
@@ -86,6 +89,15 @@ NOT_RUN = {
     "model and ELLA's CSV; DPG's scoring and loading run in tests/eval/test_dpg.py",
     "uv run python tools/analyze.py model=infinity_2b trainer=gpu logger=wandb": "needs the Infinity-2B checkpoint "
     "and a GPU; its stop before building anything is tests/tools/test_analyze.py's missing-release-files test",
+    "uv run python tools/train_testbed.py stage=vae": "trains for about 20 minutes; the same stages run for a few "
+    "steps, with checkpoints, resume and export, in tests/tools/test_train_testbed.py",
+    "uv run python tools/train_testbed.py stage=transformer": "trains for about an hour; see the VAE stage",
+    "uv run python tools/train_testbed.py stage=transformer transformer.init_from=shipped data.seed=1 "
+    "out_dir=outputs/testbed-more": "trains for over an hour; init_from runs for one step in "
+    "tests/tools/test_train_testbed.py",
+    "uv run python tools/run.py model.checkpoints=outputs/testbed data=shapes 'eval=[shapes]'": "needs the two "
+    "training commands' export; an export loads through model=testbed bit for bit in "
+    "tests/models/test_testbed_trained.py, and the shipped one runs in every default command here",
     "uv run python -m moss_eval.quality.dpg.data --csv .../dpg_bench.csv": "needs ELLA's CSV, which is not here; "
     "the conversion runs on a synthetic CSV in tests/eval/test_dpg.py",
 }
@@ -166,16 +178,16 @@ def test_readme_commands_run_as_written(tmp_path):
         assert default.returncode == 0, default.stderr[-3000:]
         last = default.stdout.strip().splitlines()[-1]
         assert last.startswith("moss: wrote 3 images (3 in the folder) to ") and "backbone median" in last
-        (run_dir,) = [p for p in (out / "runs" / "tiny-k2-cssa").glob("*") if p not in before]
+        (run_dir,) = [p for p in (out / "runs" / "testbed-k2-cssa").glob("*") if p not in before]
         assert str(run_dir) in last
         records = _records(run_dir)
         assert [r["id"] for r in records] == ["00000", "00001", "00002"]
         for r in records:
             img = Image.open(run_dir / r["image"])
-            assert img.size == (256, 256) and img.mode == "RGB"
-            assert r["moss"] == "k2" and r["model"] == "tiny" and r["attn"] == "cssa"
+            assert img.size == (128, 128) and img.mode == "RGB"
+            assert r["moss"] == "k2" and r["model"] == "testbed" and r["attn"] == "cssa"
             assert set(r["latency_s"]) >= {"draft", "dispatch", "moss", "decode", "backbone", "total"}
-            assert r["tokens_processed"] == sum(r["tokens_per_pass"]) and r["forward_passes"] == 6
+            assert r["tokens_processed"] == sum(r["tokens_per_pass"]) and r["forward_passes"] == 9
             assert r["kv_cache_bytes"] > 0 and r["flops"] > 0 and r["fallbacks"] == []
             assert r["prompt_truncated"] is False
         assert (run_dir / "config.yaml").read_text().count("thresholds:") == 1
@@ -195,7 +207,7 @@ def test_readme_commands_run_as_written(tmp_path):
         summary = _uv_run(SUMMARIZE.replace("outputs/multiruns/<time>", str(made[0].relative_to(ROOT))))
         assert summary.returncode == 0, summary.stderr[-3000:]
         for name in ("off", "k2", "k5", "skip2"):
-            assert f"| tiny-{name}-cssa | {name} | cssa | 3 |" in summary.stdout, summary.stdout
+            assert f"| testbed-{name}-cssa | {name} | cssa | 3 |" in summary.stdout, summary.stdout
         # the peers side by side with MoSs: the same table, speed and fidelity to moss=off
         peers = _uv_run(PEERS)
         assert peers.returncode == 0, peers.stderr[-3000:]
@@ -203,7 +215,7 @@ def test_readme_commands_run_as_written(tmp_path):
         table = _uv_run(SUMMARIZE.replace("outputs/multiruns/<time>", str(made_peers.relative_to(ROOT))))
         assert table.returncode == 0, table.stderr[-3000:]
         for name in ("off", "k5", "fastvar", "fastervar"):
-            assert f"| tiny-{name}-cssa | {name} | cssa | 3 |" in table.stdout, table.stdout
+            assert f"| testbed-{name}-cssa | {name} | cssa | 3 |" in table.stdout, table.stdout
         # The release model needs its checkpoints and a GPU: here it must stop at once with one paragraph.
         release = _uv_run(RELEASE)
         assert release.returncode == 2 and "Traceback" not in release.stderr, release.stderr[-3000:]
@@ -261,13 +273,16 @@ def test_quality_readme_commands_run_as_written(tmp_path):
     try:
         run = _uv_run(QUALITY_RUN, env={"WANDB_MODE": "disabled"})
         assert run.returncode == 0, run.stderr[-3000:]
-        (run_dir,) = [p for p in (out / "runs" / "tiny-k2-cssa").glob("*") if p not in before]
+        (run_dir,) = [p for p in (out / "runs" / "testbed-k2-cssa").glob("*") if p not in before]
         records = _records(run_dir)
-        assert len(records) == 16 and records[5]["benchmark"] == {
-            "name": "geneval",
+        assert len(records) == 16
+        assert {k: records[5]["benchmark"][k] for k in ("name", "prompt_index", "sample")} == {
+            "name": "shapes",
             "prompt_index": 1,
             "sample": 1,
         }
+        shapes = json.loads((run_dir / "eval" / "shapes.json").read_text())
+        assert shapes["scores"]["overall"] is not None and shapes["info"]["images"] == 16
         result = json.loads((run_dir / "eval" / "fidelity.json").read_text())
         assert result["scores"]["pairs"] == 16 and result["scores"]["no_twin"] == 0
         assert 0 < result["scores"]["psnr_mean"] < 100 and 0 < result["scores"]["ssim_mean"] <= 1

@@ -14,7 +14,7 @@ from moss_run.app import run
 from moss_run.errors import UserError
 from moss_run.prepare import prepare
 
-from .conftest import ROOT, compose_config, run_cli
+from .conftest import ROOT, compose_config, run_cli, with_model
 
 
 def _records(run_dir):
@@ -26,7 +26,7 @@ def test_killed_run_resumes_without_losing_or_redoing_images(tmp_path):
     prompts = "[" + ",".join(f"prompt number {i}" for i in range(16)) + "]"
     args = [f"hydra.run.dir={run_dir}", "logger=none", f"data.prompts={prompts}", "measure.warmup=0"]
     env = {**os.environ, "WANDB_MODE": "offline"}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tools" / "run.py"), *args], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tools" / "run.py"), *with_model(args)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     records = run_dir / "records"
     deadline = time.time() + 240

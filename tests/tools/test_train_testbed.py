@@ -15,6 +15,7 @@ from moss_models.testbed import (
     cropped_grids,
     make_spec,
     quantize_latent,
+    spec_from_record,
     teacher_forcing,
     transformer_losses,
     vae_losses,
@@ -25,12 +26,16 @@ from moss_run.train import run_training
 from .conftest import compose_config
 
 TINY_ARCH = "model.arch={depth:2,embed_dim:32,num_heads:2,block_chunks:1}"
-SMOKE = ["model.sides=[1,2,4]", "data.size=32", TINY_ARCH, "train.ckpt_every=2", "train.log_every=1",
+SMOKE = ["model.sides=[1,2,4]", "model.vae={codebook_dim:16}", "data.size=32", TINY_ARCH, "train.ckpt_every=2", "train.log_every=1",
          "train.progress_bar=false", "vae.batch_size=4", "vae.crop=16", "transformer.batch_size=4"]  # fmt: skip
 
 
+def cont_overrides(out_dir, init):
+    return [*SMOKE, f"out_dir={out_dir}", f"transformer.init_from={init}", "stage=transformer"]
+
+
 def tiny_spec():
-    return make_spec([1, 2, 4], depth=2, embed_dim=32, num_heads=2, block_chunks=1)
+    return make_spec([1, 2, 4], {"codebook_dim": 16}, depth=2, embed_dim=32, num_heads=2, block_chunks=1)
 
 
 def shapes_batch(n: int, size: int = 32):
@@ -59,7 +64,8 @@ def test_vae_round_trips_shapes_and_quantizes_like_encode():
     assert torch.equal(summed, ref_summed) and all(
         torch.equal(a, b) for a, b in zip(bits, ref_bits, strict=True)
     )
-    assert [tuple(b.shape) for b in bits] == [(2, s, s, 16) for s in (1, 2, 4)]
+    d = spec.config.vae.codebook_dim  # bits per token
+    assert [tuple(b.shape) for b in bits] == [(2, s, s, d) for s in (1, 2, 4)]
     assert vae.decode(summed).shape == images.shape
     out = vae_losses(vae, images, spec.grids)
     out["loss"].backward()
@@ -111,7 +117,8 @@ def test_transformer_overfits_a_fixed_batch():
     images, captions, _ = shapes_batch(2)
     _, bits = vae.encode(images, list(spec.grids))
     inputs, labels = teacher_forcing(family, bits, spec.grids)
-    assert inputs.shape == (2, 4 + 16, 16) and labels.shape == (2, 1 + 4 + 16, 16)
+    d = spec.config.vae.codebook_dim
+    assert inputs.shape == (2, 4 + 16, d) and labels.shape == (2, 1 + 4 + 16, d)
     opt = torch.optim.Adam([*tf.parameters(), *enc.parameters()], lr=3e-3)
     dropped = transformer_losses(family, enc, images, captions, spec.schedule(), drop=[True, False])
     dropped["loss"].backward()
@@ -143,6 +150,7 @@ def test_stages_checkpoint_export_and_resume(tmp_path):
     card = json.loads((out / "testbed.json").read_text())
     assert card["sides"] == [1, 2, 4] and card["config"]["depth"] == 2 and card["vocabulary"] == vocabulary()
     assert card["training"]["vae"]["steps"] == 2 and card["training"]["transformer"]["steps"] == 2
+    assert spec_from_record(card) == tiny_spec()  # the card describes the trained shapes exactly
     metrics = (out / "logs" / "transformer" / "csv" / "version_0" / "metrics.csv").read_text()
     assert "train/loss" in metrics.splitlines()[0]
 
@@ -152,7 +160,25 @@ def test_stages_checkpoint_export_and_resume(tmp_path):
     assert resumed["steps"] == 3 and torch.load(ckpt, weights_only=False)["global_step"] == 3
     assert (out / "logs" / "transformer" / "csv" / "version_1" / "metrics.csv").exists()
     tf_state = load_file(out / "transformer.safetensors")
-    assert tf_state["word_embed.weight"].shape == (32, 16)
+    assert tf_state["word_embed.weight"].shape == (32, tiny_spec().config.vae.codebook_dim)
+
+    # continue from that export in a new folder (across sessions): its weights and VAE are the start, the card
+    # records the lineage; at a vanishing learning rate one step leaves the weights where they were
+    out2 = tmp_path / "continued"
+    cont = compose_config(
+        [*cont_overrides(out2, out), "transformer.steps=1", "transformer.lr=1e-12",
+         "transformer.warmup=0"], tmp_path, "train_testbed",
+    )  # fmt: skip
+    assert run_training(cont)["steps"] == 1
+    assert (out2 / "vae.safetensors").read_bytes() == (out / "vae.safetensors").read_bytes()
+    before, after = load_file(out / "transformer.safetensors"), load_file(out2 / "transformer.safetensors")
+    assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in before)
+    lineage = json.loads((out2 / "testbed.json").read_text())["training"]["transformer"]
+    assert lineage["total_steps"] == 1 + 3 and lineage["init_from"]["folder"] == str(out)
+    with pytest.raises(UserError, match=r"holds a testbed of other shapes"):
+        run_training(
+            compose_config([*cont_overrides(out2, out), "model.sides=[1,2,3,4]"], tmp_path, "train_testbed")
+        )
 
     with pytest.raises(UserError, match=r"resume=false but .* holds checkpoints"):
         run_training(
@@ -169,6 +195,10 @@ def test_stages_checkpoint_export_and_resume(tmp_path):
         (["transformer.cond_drop=2", "stage=transformer"], r"transformer.cond_drop=2 is not allowed"),
         (["stage=transformer"], "needs the trained VAE"),
         (["model.arch={embed_dim:33}"], r"embed_dim=33 must be divisible by num_heads=2"),
+        (
+            ["stage=transformer", "transformer.init_from=/no/such/export"],
+            r"init_from='/no/such/export': .*lacks",
+        ),
     ],
 )
 def test_bad_settings(tmp_path, overrides, match):

@@ -101,6 +101,11 @@ def check_settings(cfg: DictConfig) -> None:
         raise UserError(
             f"model.arch={arch} changes the architecture, so the release weights cannot load; use model.weights=random"
         )
+    if _get(cfg, "model.vocabulary") is not None and weights == "release":
+        raise UserError(
+            f"model.vocabulary={_get(cfg, 'model.vocabulary')} changes the trained word encoder's words, so the "
+            "release weights cannot load (their words are the card's); use model.weights=random"
+        )
 
     n_scales = len(run_schedule(cfg, entry).grids)
     _per_scale(

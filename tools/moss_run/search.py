@@ -38,6 +38,17 @@ DEFAULT_CONDITIONS = {
     "prompts": ["a red fox sitting in fresh snow", "a bowl of ramen, studio photo", "a lighthouse at dusk"],
     "labels": [207, 980, 88],  # golden retriever, volcano, macaw
 }
+SEARCH_SHAPES_PROMPTS, SEARCH_SHAPES_SEED = 20, 1  # 4 per Shapes-GenEval task
+
+
+def default_conditions(entry) -> list:
+    """A few conditions of the model's kind; for the testbed, Shapes captions of prompt seed 1 (the evaluation
+    set, data=shapes and the shipped quality test use seed 0, so presets are never tuned on what scores them)."""
+    if entry.family == "testbed":
+        from moss_eval.quality.shapes import evaluation_prompts
+
+        return [p.prompt for p in evaluation_prompts(SEARCH_SHAPES_PROMPTS, SEARCH_SHAPES_SEED)]
+    return DEFAULT_CONDITIONS[entry.conditions]
 
 
 def _setting(cfg: DictConfig, key: str, ok, allowed: str):
@@ -61,7 +72,7 @@ def run_search(cfg: DictConfig) -> dict:
     step = _setting(cfg, "step", lambda v: _number(v) and 0 < v < 100, "a number in (0, 100)")
     strategy = _setting(cfg, "strategy", lambda v: v in ("grid", "binary"), "grid or binary")
     per = _setting(cfg, "images_per_condition", lambda v: isinstance(v, int) and v >= 1, "an int >= 1")
-    conditions = list(cfg.search.conditions or DEFAULT_CONDITIONS[entry.conditions])
+    conditions = list(cfg.search.conditions or default_conditions(entry))
     if entry.conditions == "labels":
         from moss_models.var.classes import class_label
 

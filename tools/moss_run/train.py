@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,16 +24,23 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Sampler
 
 from moss_eval.quality.shapes import ShapesDataset, collate_shapes, vocabulary
+from moss_models import CheckpointNotFoundError
+from moss_models.core.checkpoints import load_into
 from moss_models.infinity import BSQVAE, InfinityFamily, InfinityTransformer
 from moss_models.testbed import (
+    VAE_FILE,
     ModelSpec,
     WordTextEncoder,
     cropped_grids,
+    export_files,
     make_spec,
+    save_testbed,
+    save_vae,
+    spec_from_record,
     transformer_losses,
     vae_losses,
 )
@@ -41,12 +49,6 @@ from moss_run.errors import UserError
 log = logging.getLogger("moss.train")
 
 STAGES = ("vae", "transformer")
-VAE_FILE, TRANSFORMER_FILE, TEXT_FILE, CARD_FILE = (
-    "vae.safetensors",
-    "transformer.safetensors",
-    "text.safetensors",
-    "testbed.json",
-)
 
 
 # ---------------------------------------------------------------------------------------------- settings
@@ -111,10 +113,35 @@ def check_settings(cfg: DictConfig) -> ModelSpec:
             )
     else:
         _float(cfg, "transformer.cond_drop", 0.0, 1.0)
+        init_export(cfg, spec)  # a bad transformer.init_from stops here, before anything is built
     _int(cfg, "train.log_every")
     _int(cfg, "train.ckpt_every")
     _float(cfg, "train.grad_clip")
     return spec
+
+
+def init_export(cfg: DictConfig, spec: ModelSpec) -> dict | None:
+    """``transformer.init_from``'s export files and card, checked against the run's spec; None when unset."""
+    init = OmegaConf.select(cfg, "transformer.init_from")
+    if init is None:
+        return None
+    if not isinstance(init, str) or not init:
+        raise UserError(f"transformer.init_from={init!r} is not allowed: null, 'shipped' or an export folder")
+    try:
+        files = export_files(None if init == "shipped" else init)
+    except CheckpointNotFoundError as err:
+        raise UserError(f"transformer.init_from={init!r}: {err}") from None
+    card = json.loads(files["card"].read_text())
+    try:
+        theirs = spec_from_record(card)
+    except ValueError as err:
+        raise UserError(f"transformer.init_from={init!r}: {err}") from None
+    if theirs != spec:
+        raise UserError(
+            f"transformer.init_from={init!r} holds a testbed of other shapes (sides {list(theirs.sides)}, "
+            f"{theirs.config}) than this run's model.* settings give (sides {list(spec.sides)}, {spec.config})"
+        )
+    return {"files": files, "card": card, "name": init}
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -260,46 +287,26 @@ class TransformerStage(_Stage):
 # ---------------------------------------------------------------------------------------------- export
 
 
-def _save(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str] | None = None) -> None:
-    # clone: the VAE registers its bit mask under two names (the release key set), which safetensors refuses to
-    # store as one shared tensor
-    save_file({k: v.detach().cpu().clone() for k, v in tensors.items()}, str(path), metadata=meta)
-
-
-def spec_record(spec: ModelSpec) -> dict:
-    cfg = spec.config
-    fields = {k: v for k, v in cfg.__dict__.items() if k not in ("vae", "block_dtype")}
-    return {"config": fields, "vae": {**cfg.vae.__dict__, "ch_mult": list(cfg.vae.ch_mult)},
-            "sides": list(spec.sides)}  # fmt: skip
-
-
-def export(module: _Stage, cfg: DictConfig, out_dir: Path, seconds: float) -> list[Path]:
+def export(
+    module: _Stage, cfg: DictConfig, out_dir: Path, seconds: float, init: dict | None = None
+) -> list[Path]:
     """The stage's weights as safetensors (and, after the transformer, the card that ties them together)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     recipe = OmegaConf.to_container(cfg[cfg.stage], resolve=True)
     meta = {"stage": cfg.stage, "steps": str(module.global_step), "recipe": json.dumps(recipe)}
     if cfg.stage == "vae":
-        _save(out_dir / VAE_FILE, module.vae.state_dict(), meta)
-        return [out_dir / VAE_FILE]
-    _save(out_dir / TRANSFORMER_FILE, module.transformer.state_dict(), meta)
-    _save(out_dir / TEXT_FILE, module.text.state_dict(), meta)
-    card = {
-        **spec_record(module.spec),
-        "vocabulary": list(module.text.vocabulary),
-        "files": {"vae": VAE_FILE, "transformer": TRANSFORMER_FILE, "text": TEXT_FILE},
-        "training": {
-            "vae": load_file_meta(out_dir / VAE_FILE),
-            "transformer": {
-                "steps": module.global_step,
-                "seconds_this_run": round(seconds, 1),
-                "recipe": recipe,
-            },
-        },
-        "seed": cfg.seed,
-        "data": OmegaConf.to_container(cfg.data, resolve=True),
+        return [save_vae(out_dir, module.vae, meta)]
+    training = {
+        "vae": load_file_meta(out_dir / VAE_FILE),
+        "transformer": {"steps": module.global_step, "seconds_this_run": round(seconds, 1), "recipe": recipe},
     }
-    (out_dir / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
-    return [out_dir / TRANSFORMER_FILE, out_dir / TEXT_FILE, out_dir / CARD_FILE]
+    if init is not None:  # the lineage: what this run started from, and how that was trained
+        prior = init["card"].get("training", {})
+        training["transformer"]["init_from"] = {"folder": init["name"], "training": prior}
+        training["transformer"]["total_steps"] = module.global_step + prior.get("transformer", {}).get(
+            "total_steps", prior.get("transformer", {}).get("steps", 0)
+        )
+    card = {"training": training, "seed": cfg.seed, "data": OmegaConf.to_container(cfg.data, resolve=True)}
+    return save_testbed(out_dir, module.spec, module.transformer, module.text, meta=meta, card=card)
 
 
 def load_file_meta(path: Path) -> dict:
@@ -328,10 +335,22 @@ def run_training(cfg: DictConfig) -> dict:
     settings = OmegaConf.to_container(cfg[stage], resolve=True)
     torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    init = None  # the export a transformer run starts from (transformer.init_from)
     if stage == "vae":
         module: _Stage = VAEStage(spec, settings, cfg.seed)
     else:
         vae_path = out_dir / VAE_FILE
+        init = init_export(cfg, spec)
+        if init is not None:  # continue from an export: its VAE is this run's (its bits are the labels)
+            theirs = init["files"]["vae"]
+            if vae_path.exists() and vae_path.read_bytes() != theirs.read_bytes():
+                raise UserError(
+                    f"transformer.init_from={init['name']!r} was trained on the VAE {theirs}, but {vae_path} is "
+                    "another one; give an empty out_dir (the VAE is copied there) or the matching one"
+                )
+            out_dir.mkdir(parents=True, exist_ok=True)
+            if not vae_path.exists():
+                shutil.copyfile(theirs, vae_path)
         if not vae_path.exists():
             raise UserError(
                 f"stage=transformer needs the trained VAE {vae_path}: run stage=vae first (same out_dir)"
@@ -340,6 +359,9 @@ def run_training(cfg: DictConfig) -> dict:
             module = TransformerStage(spec, settings, cfg.seed, load_file(str(vae_path)), vocabulary())
         except RuntimeError as err:  # a VAE of another shape (model.vae changed between the stages)
             raise UserError(f"{vae_path} does not fit model.vae={dict(cfg.model.vae)}: {err}") from None
+    if stage == "transformer" and init is not None and not has_ckpt:  # a checkpoint, when resuming, wins
+        load_into(module.transformer, load_file(str(init["files"]["transformer"])), "init_from transformer")
+        load_into(module.text, load_file(str(init["files"]["text"])), "init_from text encoder")
     data = ShapesStream(cfg.data.seed, cfg.data.size, cfg.data.length, settings["batch_size"])
     logger = instantiate(cfg.logger) if cfg.get("logger") and "_target_" in cfg.logger else False
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, every_n_train_steps=cfg.train.ckpt_every)
@@ -364,7 +386,7 @@ def run_training(cfg: DictConfig) -> dict:
     checkpoint_path = ckpt_dir / "last.ckpt"
     if trainer.global_step % cfg.train.ckpt_every:  # the final step is checkpointed too, so resume is exact
         trainer.save_checkpoint(checkpoint_path)
-    files = export(module, cfg, out_dir, seconds)
+    files = export(module, cfg, out_dir, seconds, init)
     log.info("stage %s: %d steps in %.0f s; exported %s", stage, trainer.global_step, seconds,
              ", ".join(str(f) for f in files))  # fmt: skip
     return {"stage": stage, "steps": trainer.global_step, "seconds": seconds, "files": files,

@@ -73,6 +73,7 @@ GIB = 2**30
 # Filled when the run was evaluated (tools/run.py 'eval=[...]' or tools/evaluate.py); empty otherwise.
 QUALITY_COLUMNS = (
     ("geneval", "geneval", "overall"),
+    ("shapes", "shapes", "overall"),
     ("dpg", "dpg", "overall"),
     ("hps", "hps", "hps_mean"),
     ("imagereward", "imagereward", "imagereward_mean"),
@@ -82,6 +83,7 @@ QUALITY_COLUMNS = (
 )
 QUALITY_HEADERS = {
     "geneval": ("GenEval", "{:.3f}"),
+    "shapes": ("Shapes-GenEval", "{:.3f}"),
     "dpg": ("DPG", "{:.2f}"),
     "hps": ("HPSv2.1", "{:.2f}"),
     "imagereward": ("ImageReward", "{:.3f}"),

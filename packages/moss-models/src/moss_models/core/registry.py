@@ -50,8 +50,12 @@ def model_entry(name: str) -> ModelEntry:
     return MODELS[name]
 
 
+#: the model ``load()`` gives without a name: the trained testbed shipped with the package (CPU, no downloads)
+DEFAULT_MODEL = "testbed"
+
+
 def load(
-    name: str,
+    name: str = DEFAULT_MODEL,
     weights: str | None = None,
     *,
     checkpoints: str | None = None,
@@ -61,7 +65,7 @@ def load(
     resolution: Any = None,
     **options: Any,
 ):
-    """A ready generator for a registered model.
+    """A ready generator for a registered model (default: :data:`DEFAULT_MODEL`, the trained testbed).
 
     ``weights``: ``release`` (the official files under ``checkpoints`` / ``$MOSS_CHECKPOINTS``) or ``random``
     (the real architecture with seeded random weights); default: the model's own (``random`` for the embedded

@@ -1,12 +1,13 @@
-"""The testbed as a registered model: ``moss_models.load("testbed_random")``.
+"""The testbed as registered models: ``moss_models.load("testbed")`` (the trained weights shipped with this
+package, :mod:`moss_models.testbed.trained`) and ``moss_models.load("testbed_random")``.
 
 It is the Infinity family's math on the testbed config (its own 10-scale, 128² schedule carried by the config),
 with a :class:`~moss_models.testbed.text.WordTextEncoder` in place of flan-t5. The family subclass changes only
 its name, so the MoSs presets are looked up under ``testbed`` (:mod:`moss_models.testbed.presets`), not under
 Infinity's paper values for the released models.
 
-``testbed_random`` has seeded random weights (transformer, VAE and word embeddings): it proves the generation,
-MoSs and accounting paths at the testbed's shapes before the trained checkpoint exists (issue 16).
+``testbed_random`` has seeded random weights (transformer, VAE and word embeddings) at the same shapes; it is also
+what ``load("testbed", weights="random")`` builds.
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ from moss_models.infinity.loading import DTYPES, random_infinity
 from moss_models.testbed.config import ModelSpec, make_spec
 from moss_models.testbed.presets import FAMILY
 from moss_models.testbed.text import SHAPES_VOCABULARY, WordTextEncoder
+from moss_models.testbed.trained import (
+    TRAINED_NAME,
+    card_spec,
+    export_files,
+    load_trained_testbed,
+    read_card,
+)
 
 RANDOM_NAME = "testbed_random"
 
@@ -82,6 +90,12 @@ def random_testbed(
     return NextScaleGenerator(family, name=name, default_resolution=config.max_resolution)
 
 
+def _dtype_change(dtype: str | torch.dtype | None) -> dict:
+    if dtype is None:
+        return {}
+    return {"block_dtype": DTYPES[dtype] if isinstance(dtype, str) else dtype}
+
+
 def build(
     name: str,
     *,
@@ -93,23 +107,34 @@ def build(
     arch: dict | None = None,
     vocabulary: Sequence[str] | None = None,
 ) -> NextScaleGenerator:
-    """The registry's builder (``moss_models.load("testbed_random", ...)``).
+    """The registry's builder (``moss_models.load("testbed" | "testbed_random", ...)``).
 
-    ``dtype``: the transformer blocks' dtype (fp32 by default: the testbed runs on CPU); ``arch``: see
-    :func:`spec_of`; ``vocabulary``: the word encoder's words. ``checkpoints`` is unused (no files).
+    ``weights="release"`` (``testbed`` only): the trained export in ``checkpoints`` (default: the shipped one);
+    ``"random"``: seeded random weights. ``dtype``: the transformer blocks' dtype (fp32 by default: the testbed
+    runs on CPU); ``arch``: see :func:`spec_of` (random weights only); ``vocabulary``: the word encoder's words
+    (random weights only: a trained encoder's words are its card's).
     """
-    del checkpoints  # random weights: nothing to read
+    if dtype is not None and isinstance(dtype, str) and dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r}; choose one of {sorted(DTYPES)}")
+    if weights == "release":
+        if name != TRAINED_NAME:
+            raise ValueError(
+                f"{name} has seeded random weights only (weights=release asked); use weights=random"
+            )
+        if arch or vocabulary is not None:
+            raise ValueError(
+                f"arch={arch} / vocabulary={vocabulary} change the trained testbed's shapes or words, so its "
+                "weights cannot load; use weights=random"
+            )
+        if torch.device(device).type == "meta":  # exact accounting: the card's shapes, no weights read
+            paths = export_files(checkpoints)
+            spec = card_spec(read_card(paths["card"]), paths["card"], **_dtype_change(dtype))
+            family = meta_testbed_family(spec.config)
+            return NextScaleGenerator(family, name=name, default_resolution=spec.config.max_resolution)
+        return load_trained_testbed(checkpoints, device, dtype=dtype, name=name)
     if weights != "random":
-        raise ValueError(
-            f"{name} has seeded random weights only (weights={weights!r} asked); use weights=random. The "
-            "trained testbed checkpoint is a separate model"
-        )
-    changes = dict(arch or {})
-    if dtype is not None:
-        if isinstance(dtype, str) and dtype not in DTYPES:
-            raise ValueError(f"dtype={dtype!r}; choose one of {sorted(DTYPES)}")
-        changes["block_dtype"] = DTYPES[dtype] if isinstance(dtype, str) else dtype
-    spec = spec_of(changes)
+        raise ValueError(f"weights={weights!r}; choose release or random")
+    spec = spec_of({**(arch or {}), **_dtype_change(dtype)})
     if torch.device(device).type == "meta":  # the real modules without memory or weights (exact accounting)
         family = meta_testbed_family(spec.config)
         return NextScaleGenerator(family, name=name, default_resolution=spec.config.max_resolution)
@@ -127,6 +152,21 @@ def _layer_groups(arch: dict | None = None) -> tuple[range, ...]:
     return tuple(range(i * per, (i + 1) * per) for i in range(c.block_chunks))
 
 
+register_model(
+    ModelEntry(
+        TRAINED_NAME,
+        FAMILY,
+        build,
+        _schedule,
+        default_weights="release",
+        default_resolution=make_spec().resolution,
+        description="the testbed trained on procedural shapes (small Infinity, 128², 10 scales), shipped with "
+        "moss-models: real pictures on CPU with nothing downloaded",
+        layer_groups=_layer_groups,
+        conditions="prompts",
+        release_paths=export_files,
+    )
+)
 register_model(
     ModelEntry(
         RANDOM_NAME,

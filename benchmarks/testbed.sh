@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The trained testbed's method table (issue 16), on CPU, from the repository root:
+#   bash benchmarks/testbed.sh [DATE_TAG]
+# 1. quality: every method generates the 250 held-out Shapes-GenEval prompts (prompt seed 0, one image each, seed
+#    0 + prompt index) and is scored for Shapes-GenEval and for fidelity to its moss=off twin (PSNR/SSIM; LPIPS is
+#    skipped, and says so, unless MOSS_LPIPS_WEIGHTS names torchvision's AlexNet file);
+# 2. speed: tools/bench.py times the same methods side by side in one process, interleaved, at one torch thread;
+# 3. the paper's two observations on the testbed (tools/analyze.py);
+# then copies the tables and the image grid to benchmarks/results/testbed/. About 15 minutes on 2 idle cores.
+set -euo pipefail
+TAG=${1:-$(date +%F)}
+METHODS=off,k2,k3,k4,k5,skip1,skip2,fastvar,fastervar
+OUT=benchmarks/results/testbed
+SWEEP=outputs/multiruns/testbed-methods-$TAG
+mkdir -p "$OUT"
+
+uv run python tools/run.py -m model=testbed moss=$METHODS data=shapes data.samples_per_prompt=1 \
+    generation.batch_size=25 'eval=[shapes,fidelity]' logger=none hydra.sweep.dir="$SWEEP"
+uv run python tools/summarize.py "$SWEEP" --no-wandb --grid-rows 6 --out "$OUT/methods-$TAG"
+
+uv run python tools/bench.py model=testbed "bench.moss=[$METHODS]" bench.threads=1 bench.repeats=10 \
+    bench.warmup=2 'bench.prompts=[a blue star above a red circle on a striped background,two purple circles on a noisy background,a green diamond and a red triangle on a checkered background,three yellow squares on a plain background]' \
+    bench.out_dir="$OUT"
+
+uv run python tools/analyze.py data=shapes data.limit=50 data.samples_per_prompt=1 analyze.heatmaps=4 \
+    hydra.run.dir="$OUT/analysis-$TAG"
