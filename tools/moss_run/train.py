@@ -28,7 +28,7 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Sampler
 
 from moss_eval.quality.shapes import ShapesDataset, collate_shapes, vocabulary
-from moss_models import CheckpointNotFoundError
+from moss_models import CheckpointMismatchError, CheckpointNotFoundError
 from moss_models.core.checkpoints import load_into
 from moss_models.infinity import BSQVAE, InfinityFamily, InfinityTransformer
 from moss_models.testbed import (
@@ -44,6 +44,7 @@ from moss_models.testbed import (
     transformer_losses,
     vae_losses,
 )
+from moss_models.testbed.trained import read_card
 from moss_run.errors import UserError
 
 log = logging.getLogger("moss.train")
@@ -131,10 +132,10 @@ def init_export(cfg: DictConfig, spec: ModelSpec) -> dict | None:
         files = export_files(None if init == "shipped" else init)
     except CheckpointNotFoundError as err:
         raise UserError(f"transformer.init_from={init!r}: {err}") from None
-    card = json.loads(files["card"].read_text())
     try:
+        card = read_card(files["card"])
         theirs = spec_from_record(card)
-    except ValueError as err:
+    except (CheckpointMismatchError, ValueError) as err:
         raise UserError(f"transformer.init_from={init!r}: {err}") from None
     if theirs != spec:
         raise UserError(

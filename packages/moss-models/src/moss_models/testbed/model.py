@@ -26,6 +26,7 @@ from moss_models.testbed.presets import FAMILY
 from moss_models.testbed.text import SHAPES_VOCABULARY, WordTextEncoder
 from moss_models.testbed.trained import (
     TRAINED_NAME,
+    block_dtype_change,
     card_spec,
     export_files,
     load_trained_testbed,
@@ -90,12 +91,6 @@ def random_testbed(
     return NextScaleGenerator(family, name=name, default_resolution=config.max_resolution)
 
 
-def _dtype_change(dtype: str | torch.dtype | None) -> dict:
-    if dtype is None:
-        return {}
-    return {"block_dtype": DTYPES[dtype] if isinstance(dtype, str) else dtype}
-
-
 def build(
     name: str,
     *,
@@ -128,13 +123,13 @@ def build(
             )
         if torch.device(device).type == "meta":  # exact accounting: the card's shapes, no weights read
             paths = export_files(checkpoints)
-            spec = card_spec(read_card(paths["card"]), paths["card"], **_dtype_change(dtype))
+            spec = card_spec(read_card(paths["card"]), paths["card"], **block_dtype_change(dtype))
             family = meta_testbed_family(spec.config)
             return NextScaleGenerator(family, name=name, default_resolution=spec.config.max_resolution)
         return load_trained_testbed(checkpoints, device, dtype=dtype, name=name)
     if weights != "random":
         raise ValueError(f"weights={weights!r}; choose release or random")
-    spec = spec_of({**(arch or {}), **_dtype_change(dtype)})
+    spec = spec_of({**(arch or {}), **block_dtype_change(dtype)})
     if torch.device(device).type == "meta":  # the real modules without memory or weights (exact accounting)
         family = meta_testbed_family(spec.config)
         return NextScaleGenerator(family, name=name, default_resolution=spec.config.max_resolution)

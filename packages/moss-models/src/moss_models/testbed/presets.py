@@ -16,16 +16,12 @@ Infinity settings transplanted to its 10-scale schedule.
 
 from moss_models.core.presets import register_peer_settings, register_rank_ratios, register_thresholds
 from moss_models.infinity.presets import FASTERVAR_RANK_RATIOS as INFINITY_RANK_RATIOS
+from moss_models.infinity.presets import THRESHOLDS as INFINITY_PAPER_THRESHOLDS
 
 #: the family name the testbed's presets are registered (and looked up) under
 FAMILY = "testbed"
 
-THRESHOLDS: dict[str, tuple[float, ...]] = {
-    "k2": (50.0, 25.0),
-    "k3": (50.0, 15.0, 5.0),
-    "k4": (80.0, 70.0, 30.0, 10.0),
-    "k5": (90.0, 50.0, 15.0, 10.0, 5.0),
-}
+THRESHOLDS: dict[str, tuple[float, ...]] = dict(INFINITY_PAPER_THRESHOLDS)  # placeholders: the paper's values
 #: how each preset was found (tools/search_thresholds.py's record, abridged)
 SEARCH: dict[str, dict] = {}
 #: True while the presets are the paper's Infinity values rather than a search on the trained testbed

@@ -120,6 +120,13 @@ def read_card(path: str | Path) -> dict:
     return card
 
 
+def block_dtype_change(dtype: str | torch.dtype | None) -> dict:
+    """``dtype`` (a name of :data:`DTYPES` or a torch dtype) as a config change of the blocks; ``{}`` for None."""
+    if dtype is None:
+        return {}
+    return {"block_dtype": DTYPES[dtype] if isinstance(dtype, str) else dtype}
+
+
 def card_spec(card: dict, path: str | Path, **config_changes) -> ModelSpec:
     """The spec a card describes, checked against what the registry states without reading it."""
     try:
@@ -157,8 +164,7 @@ def load_trained_testbed(
 
     paths = export_files(root)
     card = read_card(paths["card"])
-    changes = {} if dtype is None else {"block_dtype": DTYPES[dtype] if isinstance(dtype, str) else dtype}
-    spec = card_spec(card, paths["card"], **changes)
+    spec = card_spec(card, paths["card"], **block_dtype_change(dtype))
     transformer = load_transformer(spec.config, paths["transformer"], device).eval()
     vae = load_vae(spec.config, paths["vae"], device)
     text = load_text_encoder(card, spec, paths["text"], device)
