@@ -11,7 +11,6 @@ from moss_models import Moss, dry_run
 from moss_models.core.presets import preset_thresholds
 from moss_models.core.registry import model_entry
 from moss_models.infinity import InfinityConfig, get_config, get_schedule
-from moss_models.infinity.presets import THRESHOLDS as INFINITY_THRESHOLDS
 from moss_models.testbed import SHAPES_VOCABULARY, TESTBED, TESTBED_SIDES, make_spec
 from moss_models.testbed.presets import SEARCH, UNTUNED
 
@@ -98,12 +97,20 @@ def test_moss_k1_band_100_is_the_baseline_exactly(testbed):
     assert moss.stats.tokens_per_pass == base.stats.tokens_per_pass
 
 
-def test_presets_are_placeholders_until_searched():
-    """The trained weights are not yet good enough to search thresholds on (issue 16): the presets are still the
-    Infinity paper's values, and say so."""
-    assert UNTUNED and SEARCH == {}
+def test_presets_are_the_searched_thresholds():
+    """k2…k5 are what tools/search_thresholds.py found on the trained testbed (benchmarks/results/testbed/search-kK.json),
+    one descending band per refine scale, each with the record of how it was found."""
+    import json
+    from pathlib import Path
+
+    assert not UNTUNED and set(SEARCH) == {"k2", "k3", "k4", "k5"}
+    results = Path(__file__).parents[2] / "benchmarks" / "results" / "testbed"
     for k in ("k2", "k3", "k4", "k5"):
-        assert preset_thresholds("testbed", k) == INFINITY_THRESHOLDS[k]
+        bands = preset_thresholds("testbed", k)
+        assert len(bands) == int(k[1:]) and list(bands) == sorted(bands, reverse=True), bands
+        record = json.loads((results / f"search-{k}.json").read_text())
+        assert record["model"] == "testbed" and record["tuned"] and tuple(record["thresholds"]) == tuple(bands)
+        assert SEARCH[k]["psnr"] == round(record["how"]["score"], 3)
 
 
 def test_vocabulary_is_the_shapes_one():
@@ -121,6 +128,8 @@ def test_a_given_vocabulary_and_seeding():
         )
     with pytest.raises(ValueError, match=r"seeded random weights only"):
         moss_models.load("testbed_random", weights="release")
+    assert a.text_encoder.layers == 2  # contextual word features by default; text_layers=0: a bag of words
+    assert moss_models.load("testbed_random", arch={"text_layers": 0}).text_encoder.layers == 0
 
 
 def test_meta_device_accounting(testbed):

@@ -52,7 +52,10 @@ def export(tmp_path_factory):
 def test_spec_record_round_trips():
     spec = make_spec()
     record = json.loads(json.dumps(spec_record(spec)))  # through JSON, as the card stores it
-    assert spec_from_record(record) == spec
+    assert spec_from_record(record) == spec and record["text"] == {"layers": 2, "heads": 2}
+    # a card of the first exports, whose word encoder had no contextual layers, has no "text" entry
+    del record["text"]
+    assert spec_from_record(record).text_layers == 0
     with pytest.raises(ValueError, match="not a testbed spec record"):
         spec_from_record({"config": {}, "vae": {}})
 
@@ -116,10 +119,12 @@ def test_the_testbed_is_the_default_model():
 
 shipped = pytest.mark.skipif(not SHIPPED, reason="the trained testbed weights are not in this checkout")
 N_PROMPTS = 100  # 20 per Shapes-GenEval task, the first of the held-out evaluation set (prompt seed 0)
-SHIPPED_FLOOR = 0.02  # measured on the shipped weights (4500 transformer steps): they are undertrained
+# the shipped weights' measured score is 0.06 (model card): the floor leaves room for a CPU's different float paths
+SHIPPED_FLOOR = 0.04
 ISSUE_16_GAP = (
-    "the shipped testbed (VAE 4000 + transformer 4500 steps on 2 CPU cores) scores 0.02 at moss=off: it draws the "
-    "backgrounds and coloured blobs, not yet the shapes; it needs more training (transformer.init_from=shipped)"
+    "the shipped testbed (VAE 4000 + transformer 10900 steps on 2 CPU cores) scores 0.06 at moss=off: it draws one "
+    "clean object of the asked colour, often the asked shape, but not yet two objects, counts or relations; it needs "
+    "more training (transformer.init_from=shipped)"
 )
 
 

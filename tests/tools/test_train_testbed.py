@@ -11,15 +11,18 @@ from moss_models.infinity import BSQVAE, InfinityFamily, InfinityTransformer
 from moss_models.testbed import (
     TESTBED,
     TESTBED_SIDES,
+    TESTBED_TEXT_LAYERS,
     WordTextEncoder,
     cropped_grids,
     make_spec,
     quantize_latent,
+    self_correcting_teacher_forcing,
     spec_from_record,
     teacher_forcing,
     transformer_losses,
     vae_losses,
 )
+from moss_models.testbed.trained import load_text_encoder, read_card
 from moss_run.errors import UserError
 from moss_run.train import run_training
 
@@ -34,8 +37,8 @@ def cont_overrides(out_dir, init):
     return [*SMOKE, f"out_dir={out_dir}", f"transformer.init_from={init}", "stage=transformer"]
 
 
-def tiny_spec():
-    return make_spec([1, 2, 4], {"codebook_dim": 16}, depth=2, embed_dim=32, num_heads=2, block_chunks=1)
+def tiny_spec(**changes):
+    return make_spec([1, 2, 4], {"codebook_dim": 16}, depth=2, embed_dim=32, num_heads=2, block_chunks=1, **changes)
 
 
 def shapes_batch(n: int, size: int = 32):
@@ -92,6 +95,29 @@ def test_word_encoder_covers_the_captions():
         WordTextEncoder(["red", "red"], 16, 4)
 
 
+def test_the_contextual_word_encoder_binds_words_to_their_neighbours():
+    words = vocabulary()
+    swapped = ["a red circle and a blue square on a plain background", "a blue circle and a red square on a plain background"]
+    torch.manual_seed(0)
+    bag = WordTextEncoder(words, 16, 24)
+    a, b = (bag.encode([p]).kv_compact for p in swapped)
+    # a bag of words: the same features, permuted, so the condition cannot say which shape is red
+    assert torch.equal(a.sort(dim=0).values, b.sort(dim=0).values)
+    context = WordTextEncoder(words, 16, 24, layers=2, heads=2)
+    a, b = (context.encode([p]).kv_compact for p in swapped)
+    assert not torch.allclose(a.sort(dim=0).values, b.sort(dim=0).values, atol=1e-3)
+    # each prompt's features do not depend on the others in its batch (padding is masked)
+    batch = context.encode([*swapped, "two red stars on a noisy background"])
+    alone = context.encode(["two red stars on a noisy background"]).kv_compact
+    torch.testing.assert_close(batch.select(2), alone, atol=1e-5, rtol=1e-5)
+    # identity start: the word embeddings exactly (how a bag-of-words export is continued with layers)
+    context.start_context_as_identity()
+    ids = torch.tensor(context.token_ids(swapped[0]))
+    assert torch.equal(context.encode(swapped[:1]).kv_compact, context.embedding(ids))
+    with pytest.raises(ValueError, match="heads=3 must be >= 1 and divide channels=16"):
+        WordTextEncoder(words, 16, 24, layers=1, heads=3)
+
+
 def test_the_inference_qk_normalisation_backpropagates():
     """Training differentiates through moss-attention's ``cosine_qk_rope`` (no in-place op on a saved tensor)."""
     from moss_attention import InfinityRope2D, cosine_qk_rope, gather_rope_angles, precompute_rope_tables
@@ -136,9 +162,35 @@ def test_transformer_overfits_a_fixed_batch():
     assert losses[-1] < 0.8 * losses[0], losses
 
 
+def test_self_correction_flips_inputs_and_labels_correct_them():
+    spec = tiny_spec()
+    torch.manual_seed(0)
+    vae = BSQVAE(spec.config.vae)
+    family = InfinityFamily(InfinityTransformer(spec.config).init_random(0), vae)
+    images, _, _ = shapes_batch(4)
+    _, bits = vae.encode(images, list(spec.grids))
+    plain = teacher_forcing(family, bits, spec.grids)
+    z = vae.encoder(images)
+    # strength 0 is plain teacher forcing of the VAE's own bits, exactly
+    same = self_correcting_teacher_forcing(family, z, spec.grids, 0.0)
+    assert all(torch.equal(a, b) for a, b in zip(same, plain, strict=True))
+
+    def flipped(seed):
+        return self_correcting_teacher_forcing(family, z, spec.grids, 1.0, torch.Generator().manual_seed(seed))
+
+    (inputs, labels), again = flipped(3), flipped(3)
+    assert torch.equal(inputs, again[0]) and torch.equal(labels, again[1])  # the step's generator decides
+    seed = next(s for s in range(20) if not torch.equal(flipped(s)[0], plain[0]))  # p > 0 was drawn
+    inputs, labels = flipped(seed)
+    assert torch.equal(labels[:, :1], plain[1][:, :1])  # the first scale's labels are the VAE's own
+    assert not torch.equal(labels[:, 1:], plain[1][:, 1:])  # later ones correct the flipped sum
+    with pytest.raises(ValueError, match="strength=1.5"):
+        self_correcting_teacher_forcing(family, z, spec.grids, 1.5)
+
+
 def test_stages_checkpoint_export_and_resume(tmp_path):
     out = tmp_path / "testbed"
-    common = [*SMOKE, f"out_dir={out}"]
+    common = [*SMOKE, f"out_dir={out}", "model.text_layers=0"]  # a bag-of-words encoder, upgraded below
     vae = run_training(compose_config(["stage=vae", "vae.steps=2", *common], tmp_path, "train_testbed"))
     assert vae["steps"] == 2 and (out / "vae" / "checkpoints" / "last.ckpt").exists()
     assert set(load_file(out / "vae.safetensors")) == set(BSQVAE(tiny_spec().config.vae).state_dict())
@@ -150,7 +202,7 @@ def test_stages_checkpoint_export_and_resume(tmp_path):
     card = json.loads((out / "testbed.json").read_text())
     assert card["sides"] == [1, 2, 4] and card["config"]["depth"] == 2 and card["vocabulary"] == vocabulary()
     assert card["training"]["vae"]["steps"] == 2 and card["training"]["transformer"]["steps"] == 2
-    assert spec_from_record(card) == tiny_spec()  # the card describes the trained shapes exactly
+    assert spec_from_record(card) == tiny_spec(text_layers=0)  # the card describes the trained shapes exactly
     metrics = (out / "logs" / "transformer" / "csv" / "version_0" / "metrics.csv").read_text()
     assert "train/loss" in metrics.splitlines()[0]
 
@@ -163,7 +215,8 @@ def test_stages_checkpoint_export_and_resume(tmp_path):
     assert tf_state["word_embed.weight"].shape == (32, tiny_spec().config.vae.codebook_dim)
 
     # continue from that export in a new folder (across sessions): its weights and VAE are the start, the card
-    # records the lineage; at a vanishing learning rate one step leaves the weights where they were
+    # records the lineage; at a vanishing learning rate one step leaves the weights where they were. The run has
+    # the default contextual text layers, the export none: its word embeddings load, the layers start as identity
     out2 = tmp_path / "continued"
     cont = compose_config(
         [*cont_overrides(out2, out), "transformer.steps=1", "transformer.lr=1e-12",
@@ -175,6 +228,14 @@ def test_stages_checkpoint_export_and_resume(tmp_path):
     assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in before)
     lineage = json.loads((out2 / "testbed.json").read_text())["training"]["transformer"]
     assert lineage["total_steps"] == 1 + 3 and lineage["init_from"]["folder"] == str(out)
+    assert lineage["init_from"]["text_layers_added"] == TESTBED_TEXT_LAYERS
+    bag, context = (
+        load_text_encoder(card, spec_from_record(card), o / "text.safetensors", "cpu")
+        for o, card in ((o, read_card(o / "testbed.json")) for o in (out, out2))
+    )
+    assert bag.layers == 0 and context.layers == TESTBED_TEXT_LAYERS
+    captions = shapes_batch(3)[1]
+    torch.testing.assert_close(context.encode(captions).kv_compact, bag.encode(captions).kv_compact, atol=1e-5, rtol=0)
     with pytest.raises(UserError, match=r"holds a testbed of other shapes"):
         run_training(
             compose_config([*cont_overrides(out2, out), "model.sides=[1,2,3,4]"], tmp_path, "train_testbed")
@@ -193,8 +254,11 @@ def test_stages_checkpoint_export_and_resume(tmp_path):
         (["data.size=64"], r"data.size=64 does not match the testbed: .* = 128"),
         (["vae.crop=20"], r"vae.crop=20 is not allowed: null or a multiple of 8"),
         (["transformer.cond_drop=2", "stage=transformer"], r"transformer.cond_drop=2 is not allowed"),
+        (["transformer.self_correction=-0.1", "stage=transformer"], r"transformer.self_correction=-0.1 is not"),
         (["stage=transformer"], "needs the trained VAE"),
         (["model.arch={embed_dim:33}"], r"embed_dim=33 must be divisible by num_heads=2"),
+        (["model.text_layers=-1"], r"text_layers=-1: expected an int >= 0"),
+        (["transformer.precision=fp8", "stage=transformer"], r"transformer.precision='fp8' is not allowed"),
         (
             ["stage=transformer", "transformer.init_from=/no/such/export"],
             r"init_from='/no/such/export': .*lacks",

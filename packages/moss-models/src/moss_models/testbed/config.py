@@ -34,6 +34,11 @@ TESTBED_BUDGET = "testbed"  # the schedule's budget name: a config's own schedul
 # blobs, and its reconstructions of the Shapes-GenEval set scored 0.53, a ceiling below the 0.6 the testbed must reach.
 TESTBED_VAE = BSQVAEConfig(codebook_dim=32, patch_size=8, base_ch=32, ch_mult=(1, 1, 2, 2), num_res_blocks=1)
 
+#: contextual layers of the word encoder (moss_models.testbed.text): without them the condition is a bag of words and
+#: colours cannot be bound to shapes
+TESTBED_TEXT_LAYERS = 2
+TESTBED_TEXT_HEADS = 2
+
 TESTBED = InfinityConfig(
     "testbed",
     depth=4,
@@ -52,12 +57,19 @@ TESTBED = InfinityConfig(
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Everything that fixes the testbed's shapes: the Infinity config and the scale sides."""
+    """Everything that fixes the testbed's shapes: the Infinity config, the scale sides and the word encoder's
+    contextual layers (``text_layers`` of ``text_heads`` heads; 0: a bag of word embeddings)."""
 
     config: InfinityConfig = TESTBED
     sides: tuple[int, ...] = TESTBED_SIDES
+    text_layers: int = TESTBED_TEXT_LAYERS
+    text_heads: int = TESTBED_TEXT_HEADS
 
     def __post_init__(self) -> None:
+        if not isinstance(self.text_layers, int) or isinstance(self.text_layers, bool) or self.text_layers < 0:
+            raise ValueError(f"text_layers={self.text_layers!r}: expected an int >= 0")
+        if self.text_heads < 1 or self.config.text_channels % self.text_heads:
+            raise ValueError(f"text_heads={self.text_heads} must divide text_channels={self.config.text_channels}")
         sides = tuple(self.sides)
         if not sides or sides[0] != 1 or any(b <= a for a, b in itertools.pairwise(sides)):
             raise ValueError(f"schedule sides={list(sides)} must start at 1 and increase strictly")
@@ -89,10 +101,14 @@ class ModelSpec:
 
 
 def make_spec(
-    sides: tuple[int, ...] | list[int] | None = None, vae: dict | None = None, **config_changes
+    sides: tuple[int, ...] | list[int] | None = None,
+    vae: dict | None = None,
+    *,
+    text_layers: int | None = None,
+    **config_changes,
 ) -> ModelSpec:
-    """The testbed spec, optionally with config fields, VAE fields or schedule sides changed (smaller sizes for
-    tests; the shipped checkpoint uses the defaults)."""
+    """The testbed spec, optionally with config fields, VAE fields, schedule sides or the word encoder's layers
+    changed (smaller sizes for tests; the shipped checkpoint uses the defaults)."""
     config = TESTBED
     if vae:
         fields = {**TESTBED_VAE.__dict__, **dict(vae)}
@@ -102,7 +118,8 @@ def make_spec(
     # the largest (and only) resolution follows the schedule and the VAE unless it is given; the config carries
     # the schedule, so the family generates at it
     changes = {"max_resolution": sides[-1] * config.vae.patch_size, "scale_sides": sides, **config_changes}
-    return ModelSpec(config.with_(**changes), sides)
+    layers = TESTBED_TEXT_LAYERS if text_layers is None else text_layers
+    return ModelSpec(config.with_(**changes), sides, layers)
 
 
 def spec_record(spec: ModelSpec) -> dict:
@@ -111,16 +128,18 @@ def spec_record(spec: ModelSpec) -> dict:
     fields = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.__dict__.items()
               if k not in ("vae", "block_dtype")}  # fmt: skip
     return {"config": fields, "vae": {**cfg.vae.__dict__, "ch_mult": list(cfg.vae.ch_mult)},
-            "sides": list(spec.sides)}  # fmt: skip
+            "sides": list(spec.sides), "text": {"layers": spec.text_layers, "heads": spec.text_heads}}  # fmt: skip
 
 
 def spec_from_record(record: dict, **config_changes) -> ModelSpec:
     """The spec a :func:`spec_record` describes (JSON lists back to the config's tuples); ``config_changes``
-    (e.g. ``block_dtype``) are applied on top."""
+    (e.g. ``block_dtype``) are applied on top. A record without ``text`` is a bag-of-words encoder's (the
+    first exports had no contextual layers)."""
     try:
         fields = {k: tuple(v) if isinstance(v, list) else v for k, v in record["config"].items()}
         vae = BSQVAEConfig(**{**record["vae"], "ch_mult": tuple(record["vae"]["ch_mult"])})
         config = InfinityConfig(**{**fields, "vae": vae, "block_dtype": torch.float32, **config_changes})
-        return ModelSpec(config, tuple(record["sides"]))
+        text = record.get("text") or {"layers": 0, "heads": TESTBED_TEXT_HEADS}
+        return ModelSpec(config, tuple(record["sides"]), int(text["layers"]), int(text["heads"]))
     except (KeyError, TypeError) as err:
         raise ValueError(f"not a testbed spec record ({type(err).__name__}: {err})") from None

@@ -23,7 +23,7 @@ from moss_models.infinity.family import InfinityFamily, checked_schedule, meta_f
 from moss_models.infinity.loading import DTYPES, random_infinity
 from moss_models.testbed.config import ModelSpec, make_spec
 from moss_models.testbed.presets import FAMILY
-from moss_models.testbed.text import SHAPES_VOCABULARY, WordTextEncoder
+from moss_models.testbed.text import SHAPES_VOCABULARY
 from moss_models.testbed.trained import (
     TRAINED_NAME,
     block_dtype_change,
@@ -31,6 +31,7 @@ from moss_models.testbed.trained import (
     export_files,
     load_trained_testbed,
     read_card,
+    text_encoder_of,
 )
 
 RANDOM_NAME = "testbed_random"
@@ -58,12 +59,14 @@ def meta_testbed_family(config: InfinityConfig) -> InfinityTestbedFamily:
 
 
 def spec_of(arch: dict | None = None) -> ModelSpec:
-    """The testbed spec with ``arch`` changes: config fields, plus ``sides`` (the schedule) and ``vae`` (fields of
-    the VAE config), as :func:`~moss_models.testbed.config.make_spec` takes them. ``{}``: the shipped shapes."""
+    """The testbed spec with ``arch`` changes: config fields, plus ``sides`` (the schedule), ``vae`` (fields of
+    the VAE config) and ``text_layers``, as :func:`~moss_models.testbed.config.make_spec` takes them. ``{}``: the
+    shipped shapes."""
     changes = dict(arch or {})
     sides, vae = changes.pop("sides", None), changes.pop("vae", None)
+    text_layers = changes.pop("text_layers", None)
     try:
-        return make_spec(sides, vae, **changes)
+        return make_spec(sides, vae, text_layers=text_layers, **changes)
     except (TypeError, ValueError) as err:
         raise ValueError(f"arch={dict(arch or {})}: {err}") from None
 
@@ -81,11 +84,16 @@ def random_testbed(
     spec = spec or make_spec()
     config = spec.config
     words = SHAPES_VOCABULARY if vocabulary is None else tuple(vocabulary)
-    encoder = WordTextEncoder(words, config.text_channels, config.text_maxlen, device=device)
+    encoder = text_encoder_of(spec, words, device=device)
     # nn.Embedding draws from the global RNG; a generator of its own makes the seed name the whole model
     gen = torch.Generator(device="cpu").manual_seed(seed + 2)  # seed, seed + 1: transformer, VAE
     with torch.no_grad():
-        encoder.embedding.weight.copy_(torch.randn(encoder.embedding.weight.shape, generator=gen))
+        for name, param in encoder.named_parameters():
+            if param.dim() == 1:  # layer norms at identity, biases at zero
+                param.fill_(1.0 if "norm" in name and name.endswith("weight") else 0.0)
+            else:  # the embeddings at unit scale, like T5 features after text_norm; the layers' matrices small
+                scale = 1.0 if param is encoder.embedding.weight else 0.02
+                param.copy_(torch.randn(param.shape, generator=gen) * scale)
     infinity = random_infinity(config, seed, device).family  # the transformer and VAE init of the family
     family = InfinityTestbedFamily(infinity.transformer, infinity.vae, encoder.eval())
     return NextScaleGenerator(family, name=name, default_resolution=config.max_resolution)

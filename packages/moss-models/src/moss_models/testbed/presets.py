@@ -1,11 +1,12 @@
-"""Method presets for the testbed: MoSs thresholds (placeholders until searched), and the peers' released
+"""Method presets for the testbed: MoSs thresholds searched on the trained weights, and the peers' released
 Infinity settings transplanted to its 10-scale schedule.
 
-* MoSs ``k2`` … ``k5``: PLACEHOLDERS, the Infinity paper's values. The shipped weights are undertrained (issue 16:
-  Shapes-GenEval 0.02), so a search on them would tune to noise. Once they are retrained, run
-  ``tools/search_thresholds.py model=testbed search.k=K`` (its default conditions for the testbed are 20 Shapes
-  captions of prompt seed 1, never the seed-0 evaluation set), put the thresholds here, fill :data:`SEARCH` and set
-  :data:`UNTUNED` to False.
+* MoSs ``k2`` … ``k5``: found by ``tools/search_thresholds.py model=testbed search.k=K generation.batch_size=20`` on
+  the shipped weights (the paper's top-down grid, step 10, fidelity objective: mean PSNR against ``moss=off`` at the
+  same seeds, budget 1 dB below every refine scale at band 100; 20 Shapes captions of prompt seed 1, never the
+  seed-0 evaluation set). The records are ``benchmarks/results/testbed/search-kK.json``. Every boundary went down to
+  the grid's smallest band (10) within the budget: on this model the finest scales' low-variance positions add
+  almost nothing to what the drafter drew.
 * FastVAR: Infinity-2B's released setting (prune 40 % at the 4th-last scale, 50 % at the 3rd-last, fill from the
   5th-last, skip the last two), on the testbed's scales (8², 10²; from 6²; skipping 13² and 16²), in blocks 1-3 of
   4 (the release prunes blocks 3-27 of 32: all but the first tenth).
@@ -16,16 +17,26 @@ Infinity settings transplanted to its 10-scale schedule.
 
 from moss_models.core.presets import register_peer_settings, register_rank_ratios, register_thresholds
 from moss_models.infinity.presets import FASTERVAR_RANK_RATIOS as INFINITY_RANK_RATIOS
-from moss_models.infinity.presets import THRESHOLDS as INFINITY_PAPER_THRESHOLDS
 
 #: the family name the testbed's presets are registered (and looked up) under
 FAMILY = "testbed"
 
-THRESHOLDS: dict[str, tuple[float, ...]] = dict(INFINITY_PAPER_THRESHOLDS)  # placeholders: the paper's values
-#: how each preset was found (tools/search_thresholds.py's record, abridged)
-SEARCH: dict[str, dict] = {}
-#: True while the presets are the paper's Infinity values rather than a search on the trained testbed
-UNTUNED = True
+THRESHOLDS: dict[str, tuple[float, ...]] = {
+    "k2": (20.0, 10.0),
+    "k3": (30.0, 20.0, 10.0),
+    "k4": (40.0, 30.0, 20.0, 10.0),
+    "k5": (50.0, 40.0, 30.0, 20.0, 10.0),
+}
+#: how each preset was found (benchmarks/results/testbed/search-kK.json abridged; PSNR in dB against moss=off on
+#: the search conditions, all-finest = every refine scale at band 100)
+SEARCH: dict[str, dict] = {
+    "k2": {'objective': 'psnr', 'budget': 1.0, 'step': 10.0, 'strategy': 'grid', 'psnr': 27.613, 'psnr_all_finest': 27.881, 'evaluations': 18, 'conditions': 20, 'date': '2026-12-03'},
+    "k3": {'objective': 'psnr', 'budget': 1.0, 'step': 10.0, 'strategy': 'grid', 'psnr': 25.967, 'psnr_all_finest': 26.509, 'evaluations': 25, 'conditions': 20, 'date': '2026-12-03'},
+    "k4": {'objective': 'psnr', 'budget': 1.0, 'step': 10.0, 'strategy': 'grid', 'psnr': 24.563, 'psnr_all_finest': 24.884, 'evaluations': 31, 'conditions': 20, 'date': '2026-12-03'},
+    "k5": {'objective': 'psnr', 'budget': 1.0, 'step': 10.0, 'strategy': 'grid', 'psnr': 22.897, 'psnr_all_finest': 23.201, 'evaluations': 36, 'conditions': 20, 'date': '2026-12-03'},
+}  # fmt: skip
+#: True while the presets are placeholders rather than a search on the trained testbed
+UNTUNED = False
 
 register_thresholds(FAMILY, THRESHOLDS)
 

@@ -5,6 +5,12 @@ of per-prompt ``(len_i, text_channels)`` features (one row per word, then an end
 encoders pack them), so it feeds the same ``text_norm`` → attentive pool → cross-attention path. The embeddings
 are trained with the transformer; the vocabulary is given as a word list (the dataset's), so this package does
 not depend on where the captions come from.
+
+With ``layers > 0`` the embeddings get learned positions and pass through that many pre-norm
+``torch.nn.TransformerEncoderLayer`` s, so each word's feature carries its context, as T5's do. Without them the
+features are a bag of words: Infinity's cross-attention has no positions on the text side, so "a red circle and a
+blue square" and "a blue circle and a red square" would be the same condition, and no amount of training could
+bind colours to shapes (the first trained testbed, which had none, drew the right colours on the wrong shapes).
 """
 
 from __future__ import annotations
@@ -46,6 +52,9 @@ class WordTextEncoder(nn.Module):
     vocabulary from 2). A word outside it maps to ``<unk>`` (a prompt written by hand still generates), unless
     ``strict``, where it is an error (training captions must be covered). Prompts longer than ``max_length``
     tokens are cut, with the family's :class:`~moss_models.infinity.text.PromptTruncatedWarning`.
+
+    ``layers``: contextual encoder layers (0: the bag of word embeddings; see the module docstring) of ``heads``
+    attention heads and a ``4 × channels`` MLP, no dropout.
     """
 
     def __init__(
@@ -54,6 +63,8 @@ class WordTextEncoder(nn.Module):
         channels: int,
         max_length: int,
         *,
+        layers: int = 0,
+        heads: int = 2,
         strict: bool = False,
         device: torch.device | str = "cpu",
     ):
@@ -74,6 +85,19 @@ class WordTextEncoder(nn.Module):
         self.max_length = max_length
         self.strict = strict
         self.embedding = nn.Embedding(len(self.ids), channels, device=device)
+        if not isinstance(layers, int) or isinstance(layers, bool) or layers < 0:
+            raise ValueError(f"layers={layers!r}: expected an int >= 0")
+        if layers and (heads < 1 or channels % heads):
+            raise ValueError(f"heads={heads} must be >= 1 and divide channels={channels}")
+        self.layers, self.heads = layers, heads
+        if layers:
+            self.position = nn.Embedding(max_length, channels, device=device)
+            layer = nn.TransformerEncoderLayer(
+                channels, heads, 4 * channels, dropout=0.0, activation="gelu", batch_first=True,
+                norm_first=True, device=device,
+            )  # fmt: skip
+            # no nested tensors: the padded batch is tiny, and the fast path would change numerics with the mode
+            self.context = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
 
     @property
     def channels(self) -> int:
@@ -97,5 +121,25 @@ class WordTextEncoder(nn.Module):
             raise ValueError(f"prompts must be a non-empty list of strings, got {prompts!r:.200}")
         truncated = warn_truncated(list(prompts), [len(words_of(p)) + 1 for p in prompts], self.max_length)
         ids = [torch.tensor(self.token_ids(p), dtype=torch.long, device=self.device) for p in prompts]
-        flat = self.embedding(torch.cat(ids))  # one lookup for the batch, then split per prompt
-        return TextBatch.from_features(list(flat.split([len(i) for i in ids])), truncated)
+        lens = [len(i) for i in ids]
+        if not self.layers:
+            flat = self.embedding(torch.cat(ids))  # one lookup for the batch, then split per prompt
+            return TextBatch.from_features(list(flat.split(lens)), truncated)
+        padded = nn.utils.rnn.pad_sequence(ids, batch_first=True)  # (B, L), 0-padded (masked below)
+        positions = torch.arange(padded.shape[1], device=self.device)
+        pad = positions[None, :] >= torch.tensor(lens, device=self.device)[:, None]
+        x = self.context(self.embedding(padded) + self.position(positions), src_key_padding_mask=pad)
+        return TextBatch.from_features([row[:n] for row, n in zip(x, lens, strict=True)], truncated)
+
+    def start_context_as_identity(self) -> None:
+        """Zero the positions and every layer's output projections: the encoder then returns exactly the word
+        embeddings (a pre-norm layer adds its branches to the residual), so a bag-of-words export's embeddings
+        can be loaded into it and trained on without changing what the trained model sees at the start."""
+        if not self.layers:
+            return
+        with torch.no_grad():
+            self.position.weight.zero_()
+            for layer in self.context.layers:
+                for lin in (layer.self_attn.out_proj, layer.linear2):
+                    lin.weight.zero_()
+                    lin.bias.zero_()

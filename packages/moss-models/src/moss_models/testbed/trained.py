@@ -145,9 +145,17 @@ def card_spec(card: dict, path: str | Path, **config_changes) -> ModelSpec:
     return spec
 
 
-def load_text_encoder(card: dict, spec: ModelSpec, path: Path, device) -> WordTextEncoder:
+def text_encoder_of(spec: ModelSpec, vocabulary, *, strict: bool = False, device="cpu") -> WordTextEncoder:
+    """The spec's word encoder over ``vocabulary`` (freshly initialised)."""
     cfg = spec.config
-    encoder = WordTextEncoder(card["vocabulary"], cfg.text_channels, cfg.text_maxlen, device=device)
+    return WordTextEncoder(
+        vocabulary, cfg.text_channels, cfg.text_maxlen, layers=spec.text_layers, heads=spec.text_heads,
+        strict=strict, device=device,
+    )  # fmt: skip
+
+
+def load_text_encoder(card: dict, spec: ModelSpec, path: Path, device) -> WordTextEncoder:
+    encoder = text_encoder_of(spec, card["vocabulary"], device=device)
     load_into(encoder, load_state_dict(path), f"testbed text checkpoint {path}")
     return encoder.eval()
 

@@ -11,7 +11,8 @@ by. (No GAN or perceptual loss: procedural shapes are flat colours and edges, an
 the coarser scales' codes (``InfinityFamily.codes_of``, upsampled to the latent grid as ``accumulate`` adds
 them) resized by ``InfinityFamily.tokens_of``; the labels are the VAE's bits of every scale, two logits per bit.
 A fraction of the prompts is replaced by ``cfg_uncond`` (the unconditional rows CFG uses at generation), so
-guidance works with the trained model.
+guidance works with the trained model. With ``self_correction`` the inputs carry flipped bits and the labels
+correct them (:func:`self_correcting_teacher_forcing`, Infinity's Bitwise Self-Correction).
 """
 
 from __future__ import annotations
@@ -99,6 +100,50 @@ def teacher_forcing(
     return torch.cat(inputs, dim=1), torch.cat(labels, dim=1)
 
 
+def self_correcting_teacher_forcing(
+    family: InfinityFamily,
+    z: torch.Tensor,
+    grids: Sequence[Grid],
+    strength: float,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`teacher_forcing` with Infinity's Bitwise Self-Correction (the release's
+    ``BitwiseSelfCorrection.flip_requant``, ``noise_apply_requant=1`` on every scale): the inputs are built from
+    bits of which a fraction ``p`` is flipped (``p`` drawn per step uniformly from 0, 0.01, …, ``strength``), and
+    each scale's labels quantise the residual left by the *flipped* sum, so the model learns to correct the errors
+    of its own coarser scales, as it must at generation, where they are its samples, not the VAE's.
+
+    ``z``: the VAE encoder's output ``(B, d, H, W)``. ``strength=0`` is :func:`teacher_forcing` of the VAE's bits
+    exactly. ``generator`` draws ``p`` and the flips (CPU).
+    """
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength={strength} must be in [0, 1]")
+    size = tuple(grids[-1])
+    if tuple(z.shape[-2:]) != size:
+        raise ValueError(f"the last grid {size} must be the VAE latent grid {tuple(z.shape[-2:])}")
+    b = z.shape[0]
+    z = z.float()
+    p = 0.0
+    if strength > 0:  # as the release: one strength per step, in hundredths
+        p = int(torch.randint(0, round(100 * strength) + 1, (1,), generator=generator)) / 100
+    latent = torch.zeros_like(z)
+    inputs, labels = [], []
+    for s, grid in enumerate(grids):
+        grid = tuple(grid)
+        residual = z - latent
+        if grid != size:
+            residual = F.interpolate(residual, size=grid, mode="area")
+        bits = (residual > 0).permute(0, 2, 3, 1).to(torch.long).reshape(b, grid[0] * grid[1], -1)
+        labels.append(bits)
+        if p > 0:
+            flip = torch.rand(bits.shape, generator=generator).to(bits.device) < p
+            bits = torch.where(flip, 1 - bits, bits)
+        latent = latent + upsample_codes(family.codes_of(bits, grid), size)
+        if s + 1 < len(grids):
+            inputs.append(family.tokens_of(latent, tuple(grids[s + 1])))
+    return torch.cat(inputs, dim=1), torch.cat(labels, dim=1)
+
+
 def drop_conditions(text: TextBatch, cfg_uncond: torch.Tensor, drop: Sequence[bool]) -> TextBatch:
     """``text`` with the rows marked in ``drop`` replaced by ``cfg_uncond[:len_i]``, the unconditional features
     CFG gives a prompt of that length at generation (``TextBatch.with_unconditional``)."""
@@ -117,18 +162,27 @@ def transformer_losses(
     prompts: Sequence[str],
     schedule,
     drop: Sequence[bool] | None = None,
+    *,
+    self_correction: float = 0.0,
+    generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
     """One transformer training step's losses: bitwise cross-entropy over every token of every scale (``loss``),
     the bit accuracy, and the loss of each scale (``loss_s{i}``). The VAE is frozen (its bits are the labels).
 
     ``text_encoder``: anything with ``encode(prompts) -> TextBatch`` (the word encoder, trained with it);
-    ``drop``: which prompts are replaced by the unconditional features (None: none).
+    ``drop``: which prompts are replaced by the unconditional features (None: none); ``self_correction``: the
+    largest bit-flip rate of :func:`self_correcting_teacher_forcing` (0: plain teacher forcing), drawn from
+    ``generator``.
     """
     grids = tuple(tuple(g) for g in schedule.grids)
     tf = family.transformer
     with torch.no_grad():
-        _, bits = family.vae.encode(images, list(grids))
-        inputs, labels = teacher_forcing(family, bits, grids)
+        if self_correction > 0:
+            z = family.vae.encoder(images)
+            inputs, labels = self_correcting_teacher_forcing(family, z, grids, self_correction, generator)
+        else:
+            _, bits = family.vae.encode(images, list(grids))
+            inputs, labels = teacher_forcing(family, bits, grids)
     text = text_encoder.encode(list(prompts))
     if drop is not None and any(drop):
         text = drop_conditions(text, tf.cfg_uncond, drop)
