@@ -109,7 +109,9 @@ def test_presets_are_the_searched_thresholds():
         bands = preset_thresholds("testbed", k)
         assert len(bands) == int(k[1:]) and list(bands) == sorted(bands, reverse=True), bands
         record = json.loads((results / f"search-{k}.json").read_text())
-        assert record["model"] == "testbed" and record["tuned"] and tuple(record["thresholds"]) == tuple(bands)
+        assert (
+            record["model"] == "testbed" and record["tuned"] and tuple(record["thresholds"]) == tuple(bands)
+        )
         assert SEARCH[k]["psnr"] == round(record["how"]["score"], 3)
 
 

@@ -38,7 +38,9 @@ def cont_overrides(out_dir, init):
 
 
 def tiny_spec(**changes):
-    return make_spec([1, 2, 4], {"codebook_dim": 16}, depth=2, embed_dim=32, num_heads=2, block_chunks=1, **changes)
+    return make_spec(
+        [1, 2, 4], {"codebook_dim": 16}, depth=2, embed_dim=32, num_heads=2, block_chunks=1, **changes
+    )
 
 
 def shapes_batch(n: int, size: int = 32):
@@ -97,7 +99,10 @@ def test_word_encoder_covers_the_captions():
 
 def test_the_contextual_word_encoder_binds_words_to_their_neighbours():
     words = vocabulary()
-    swapped = ["a red circle and a blue square on a plain background", "a blue circle and a red square on a plain background"]
+    swapped = [
+        "a red circle and a blue square on a plain background",
+        "a blue circle and a red square on a plain background",
+    ]
     torch.manual_seed(0)
     bag = WordTextEncoder(words, 16, 24)
     a, b = (bag.encode([p]).kv_compact for p in swapped)
@@ -176,7 +181,9 @@ def test_self_correction_flips_inputs_and_labels_correct_them():
     assert all(torch.equal(a, b) for a, b in zip(same, plain, strict=True))
 
     def flipped(seed):
-        return self_correcting_teacher_forcing(family, z, spec.grids, 1.0, torch.Generator().manual_seed(seed))
+        return self_correcting_teacher_forcing(
+            family, z, spec.grids, 1.0, torch.Generator().manual_seed(seed)
+        )
 
     (inputs, labels), again = flipped(3), flipped(3)
     assert torch.equal(inputs, again[0]) and torch.equal(labels, again[1])  # the step's generator decides
@@ -184,7 +191,7 @@ def test_self_correction_flips_inputs_and_labels_correct_them():
     inputs, labels = flipped(seed)
     assert torch.equal(labels[:, :1], plain[1][:, :1])  # the first scale's labels are the VAE's own
     assert not torch.equal(labels[:, 1:], plain[1][:, 1:])  # later ones correct the flipped sum
-    with pytest.raises(ValueError, match="strength=1.5"):
+    with pytest.raises(ValueError, match=r"strength=1\.5"):
         self_correcting_teacher_forcing(family, z, spec.grids, 1.5)
 
 
@@ -235,7 +242,9 @@ def test_stages_checkpoint_export_and_resume(tmp_path):
     )
     assert bag.layers == 0 and context.layers == TESTBED_TEXT_LAYERS
     captions = shapes_batch(3)[1]
-    torch.testing.assert_close(context.encode(captions).kv_compact, bag.encode(captions).kv_compact, atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        context.encode(captions).kv_compact, bag.encode(captions).kv_compact, atol=1e-5, rtol=0
+    )
     with pytest.raises(UserError, match=r"holds a testbed of other shapes"):
         run_training(
             compose_config([*cont_overrides(out2, out), "model.sides=[1,2,3,4]"], tmp_path, "train_testbed")
@@ -254,7 +263,10 @@ def test_stages_checkpoint_export_and_resume(tmp_path):
         (["data.size=64"], r"data.size=64 does not match the testbed: .* = 128"),
         (["vae.crop=20"], r"vae.crop=20 is not allowed: null or a multiple of 8"),
         (["transformer.cond_drop=2", "stage=transformer"], r"transformer.cond_drop=2 is not allowed"),
-        (["transformer.self_correction=-0.1", "stage=transformer"], r"transformer.self_correction=-0.1 is not"),
+        (
+            ["transformer.self_correction=-0.1", "stage=transformer"],
+            r"transformer.self_correction=-0.1 is not",
+        ),
         (["stage=transformer"], "needs the trained VAE"),
         (["model.arch={embed_dim:33}"], r"embed_dim=33 must be divisible by num_heads=2"),
         (["model.text_layers=-1"], r"text_layers=-1: expected an int >= 0"),
