@@ -214,9 +214,15 @@ def test_stages_checkpoint_export_and_resume(tmp_path):
     assert "train/loss" in metrics.splitlines()[0]
 
     # rerun with more steps: it continues from step 2 (not from 0) and the stream from item 2 × batch
+    before_resume = torch.load(ckpt, weights_only=False)["train_seconds"]
     cfg = compose_config(["stage=transformer", "transformer.steps=3", *common], tmp_path, "train_testbed")
     resumed = run_training(cfg)
     assert resumed["steps"] == 3 and torch.load(ckpt, weights_only=False)["global_step"] == 3
+    # the card's training time sums the fit of both calls (the first one's is in its checkpoint), not only the
+    # resumed one
+    seconds = json.loads((out / "testbed.json").read_text())["training"]["transformer"]
+    total, this_run = seconds["seconds"], seconds["seconds_this_run"]
+    assert 0 < before_resume <= total + 0.05 <= before_resume + this_run + 0.15  # (the card rounds to 0.1 s)
     assert (out / "logs" / "transformer" / "csv" / "version_1" / "metrics.csv").exists()
     tf_state = load_file(out / "transformer.safetensors")
     assert tf_state["word_embed.weight"].shape == (32, tiny_spec().config.vae.codebook_dim)
@@ -236,6 +242,7 @@ def test_stages_checkpoint_export_and_resume(tmp_path):
     lineage = json.loads((out2 / "testbed.json").read_text())["training"]["transformer"]
     assert lineage["total_steps"] == 1 + 3 and lineage["init_from"]["folder"] == str(out)
     assert lineage["init_from"]["text_layers_added"] == TESTBED_TEXT_LAYERS
+    assert lineage["init_from"]["data"]["seed"] == 0 and lineage["init_from"]["seed"] == 0
     bag, context = (
         load_text_encoder(card, spec_from_record(card), o / "text.safetensors", "cpu")
         for o, card in ((o, read_card(o / "testbed.json")) for o in (out, out2))

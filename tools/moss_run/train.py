@@ -205,6 +205,22 @@ class _Stage(L.LightningModule):
         super().__init__()
         self.settings, self.seed = settings, seed
         self._last = None
+        # fit wall time summed over every resume of this run (kept in the checkpoint), so an export made by
+        # rerunning a stopped run records the training it took, not the seconds of the export call
+        self.seconds_before, self._fit_start = 0.0, None
+
+    def on_train_start(self) -> None:
+        self._fit_start = time.perf_counter()
+
+    def train_seconds(self) -> float:
+        running = time.perf_counter() - self._fit_start if self._fit_start is not None else 0.0
+        return self.seconds_before + running
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["train_seconds"] = self.train_seconds()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.seconds_before = float(checkpoint.get("train_seconds", 0.0))
 
     def trainable(self) -> list[torch.nn.Parameter]:
         raise NotImplementedError
@@ -311,16 +327,27 @@ def export(
 ) -> list[Path]:
     """The stage's weights as safetensors (and, after the transformer, the card that ties them together)."""
     recipe = OmegaConf.to_container(cfg[cfg.stage], resolve=True)
-    meta = {"stage": cfg.stage, "steps": str(module.global_step), "recipe": json.dumps(recipe)}
+    meta = {"stage": cfg.stage, "steps": str(module.global_step), "recipe": json.dumps(recipe),
+            "seconds": f"{module.train_seconds():.1f}"}  # fmt: skip
     if cfg.stage == "vae":
         return [save_vae(out_dir, module.vae, meta)]
     training = {
         "vae": load_file_meta(out_dir / VAE_FILE),
-        "transformer": {"steps": module.global_step, "seconds_this_run": round(seconds, 1), "recipe": recipe},
+        "transformer": {
+            "steps": module.global_step,
+            "seconds": round(module.train_seconds(), 1),  # over all resumes of this run
+            "seconds_this_run": round(seconds, 1),
+            "recipe": recipe,
+        },
     }
     if init is not None:  # the lineage: what this run started from, and how that was trained
         prior = init["card"].get("training", {})
-        training["transformer"]["init_from"] = {"folder": init["name"], "training": prior}
+        training["transformer"]["init_from"] = {
+            "folder": init["name"],
+            "training": prior,
+            "seed": init["card"].get("seed"),
+            "data": init["card"].get("data"),  # which scenes it saw (data.seed)
+        }
         if init["upgrade_text"]:
             training["transformer"]["init_from"]["text_layers_added"] = module.spec.text_layers
         training["transformer"]["total_steps"] = module.global_step + prior.get("transformer", {}).get(
@@ -335,7 +362,10 @@ def load_file_meta(path: Path) -> dict:
 
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
-    return {"steps": int(meta.get("steps", 0)), "recipe": json.loads(meta.get("recipe", "{}"))}
+    out = {"steps": int(meta.get("steps", 0)), "recipe": json.loads(meta.get("recipe", "{}"))}
+    if "seconds" in meta:  # exports before the summed fit time have none
+        out["seconds"] = float(meta["seconds"])
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- run
