@@ -218,3 +218,44 @@ def test_a_finished_folder_resumes_with_its_own_settings_and_more_prompts(finish
     )
     summary = run(cfg, prepare(cfg))
     assert summary["num_images"] == 3
+
+
+def test_other_weights_under_the_same_config_neither_resume_a_folder_nor_reuse_its_reference(tmp_path):
+    """Retrained (or replaced) release weights under an unchanged config: the run's fingerprint and the fidelity
+    twin's cache key hold the files' digests, so the old folder refuses the new weights instead of mixing two
+    models' images, and the new weights get a new moss=off reference."""
+    import shutil
+
+    from moss_models.testbed.trained import WEIGHTS_DIR
+    from moss_run.evaluation import plan_reference
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    shutil.copytree(WEIGHTS_DIR, old)
+    shutil.copytree(WEIGHTS_DIR, new)
+    tf = new / "transformer.safetensors"
+    data = bytearray(tf.read_bytes())
+    data[-2] ^= 0x01  # one bit of the last weight: the same shapes and keys, other weights
+    tf.write_bytes(bytes(data))
+
+    folder = tmp_path / "run"
+    common = ["model=testbed", "data.prompts=[a red circle on a plain background]", "measure.warmup=0"]
+    cfg = compose_config(["logger=none", *common, f"model.checkpoints={old}"], folder)
+    run(cfg, prepare(cfg))
+    before = _snapshot(folder)
+    proc = _cli([*common, f"model.checkpoints={new}", f"hydra.run.dir={folder}"])
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "weights.transformer" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    after = _snapshot(folder)
+    assert {k: v for k, v in after.items() if k.name != "run.log"} == {
+        k: v for k, v in before.items() if k.name != "run.log"
+    }
+    # the same files elsewhere are the same weights: the folder resumes (the path is not part of the identity)
+    again = shutil.copytree(old, tmp_path / "moved")
+    cfg = compose_config(["logger=none", *common, f"model.checkpoints={again}"], folder)
+    assert run(cfg, prepare(cfg))["num_images"] == 1
+
+    keys = set()
+    for w in (old, again, new):
+        k2 = compose_config(["logger=none", *common, "moss=k2", f"model.checkpoints={w}"], tmp_path / "k2")
+        keys.add(plan_reference(k2, "k2", tmp_path / "k2").path)
+    assert len(keys) == 2  # old and its copy share one reference; the changed weights have their own

@@ -130,13 +130,13 @@ def plan_reference(cfg: DictConfig, method_name: str, run_dir: Path) -> Referenc
     gen = OmegaConf.to_container(cfg.generation, resolve=True)
     gen.pop("batch_size", None)
     gen.pop("cuda_graphs", None)
-    from moss_run.prepare import (
-        code_versions,
-    )  # the twin's fingerprint holds them: a new version, a new folder
+    # the twin's fingerprint holds these: new code versions or new weights, a new folder
+    from moss_run.models import weights_identity
+    from moss_run.prepare import code_versions
 
     key = json.dumps(
-        {"model": plain_model, "generation": gen, "data": data, "attn": cfg.attn.get("backend"),
-         "code": code_versions()},
+        {"model": plain_model, "weights": weights_identity(cfg.model), "generation": gen, "data": data,
+         "attn": cfg.attn.get("backend"), "code": code_versions()},
         sort_keys=True, default=str,
     )  # fmt: skip
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]

@@ -292,7 +292,10 @@ def code_versions() -> dict[str, str]:
 
 
 def fingerprint(cfg: DictConfig, method: Method, generation: GenerationConfig) -> dict[str, Any]:
-    """Everything that determines a run's images (where the checkpoint files are does not: it is left out)."""
+    """Everything that determines a run's images: where the checkpoint files are does not (it is left out), what
+    they hold does (``weights``: their digests, see :func:`moss_run.models.weights_identity`)."""
+    from moss_run.models import weights_identity
+
     model = {k: v for k, v in _plain(cfg.model).items() if k not in ("_target_", "_partial_", "checkpoints")}
     gen = {
         "resolution": generation.resolution,
@@ -302,7 +305,8 @@ def fingerprint(cfg: DictConfig, method: Method, generation: GenerationConfig) -
     if generation.seeding == "official":  # one generator per batch: the batch decides the pixels
         gen["batch_size"] = generation.batch_size
     describe = json.loads(json.dumps(method.describe(), default=str))
-    return {"model": model, "method": describe, "generation": gen, "code": code_versions()}
+    return {"model": model, "weights": weights_identity(cfg.model), "method": describe, "generation": gen,
+            "code": code_versions()}  # fmt: skip
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
