@@ -7,6 +7,7 @@ process builds its model directly on its own device.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
@@ -47,11 +48,18 @@ END_BYTES = 4 << 20
 
 
 def file_digest(path: Path) -> str:
+    """:func:`_digest` of ``path``, cached by path, size and modification time: a run asks twice (its fingerprint,
+    then the fidelity twin's key), and a sweep once per job."""
+    stat = path.stat()
+    return _digest(path.resolve(), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: Path, size: int, mtime_ns: int) -> str:
     """sha256 of a weights file: the whole file when it is small (the shipped testbed), else its size and its first
     and last 4 MiB, so that a multi-GB release checkpoint is identified in milliseconds. Retraining or replacing a
     file changes its digest; a file edited only in its middle would not, which checkpoints are not."""
     h = hashlib.sha256()
-    size = path.stat().st_size
     with path.open("rb") as f:
         if size <= WHOLE_FILE_LIMIT:
             for chunk in iter(lambda: f.read(1 << 20), b""):

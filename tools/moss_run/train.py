@@ -413,9 +413,8 @@ def run_training(cfg: DictConfig) -> dict:
     if stage == "transformer" and init is not None and not has_ckpt:  # a checkpoint, when resuming, wins
         load_into(module.transformer, load_file(str(init["files"]["transformer"])), "init_from transformer")
         text_state = load_file(str(init["files"]["text"]))
-        if init[
-            "upgrade_text"
-        ]:  # a bag-of-words encoder: its embeddings, and context layers that start as identity
+        # a bag-of-words encoder: its embeddings, and context layers that start as identity
+        if init["upgrade_text"]:
             module.text.start_context_as_identity()
             load_into(
                 module.text.embedding, {"weight": text_state["embedding.weight"]}, "init_from word embeddings"

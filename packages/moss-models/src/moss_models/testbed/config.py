@@ -20,6 +20,7 @@ from moss_models.infinity.config import InfinityConfig
 from moss_models.infinity.family import checked_schedule
 from moss_models.infinity.schedules import InfinitySchedule
 from moss_models.infinity.vae import BSQVAEConfig
+from moss_models.testbed.text import check_context_layers
 
 Grid = tuple[int, int]
 
@@ -66,16 +67,7 @@ class ModelSpec:
     text_heads: int = TESTBED_TEXT_HEADS
 
     def __post_init__(self) -> None:
-        if (
-            not isinstance(self.text_layers, int)
-            or isinstance(self.text_layers, bool)
-            or self.text_layers < 0
-        ):
-            raise ValueError(f"text_layers={self.text_layers!r}: expected an int >= 0")
-        if self.text_heads < 1 or self.config.text_channels % self.text_heads:
-            raise ValueError(
-                f"text_heads={self.text_heads} must divide text_channels={self.config.text_channels}"
-            )
+        check_context_layers(self.text_layers, self.text_heads, self.config.text_channels, prefix="text_")
         sides = tuple(self.sides)
         if not sides or sides[0] != 1 or any(b <= a for a, b in itertools.pairwise(sides)):
             raise ValueError(f"schedule sides={list(sides)} must start at 1 and increase strictly")

@@ -4,9 +4,9 @@ Infinity settings transplanted to its 10-scale schedule.
 * MoSs ``k2`` … ``k5``: found by ``tools/search_thresholds.py model=testbed search.k=K generation.batch_size=20`` on
   the shipped weights (the paper's top-down grid, step 10, fidelity objective: mean PSNR against ``moss=off`` at the
   same seeds, budget 1 dB below every refine scale at band 100; 20 Shapes captions of prompt seed 1, never the
-  seed-0 evaluation set). The records are ``benchmarks/results/testbed/search-kK.json``. Every boundary went down to
-  the grid's smallest band (10) within the budget: on this model the finest scales' low-variance positions add
-  almost nothing to what the drafter drew.
+  seed-0 evaluation set). The records are ``benchmarks/results/testbed/search-kK.json``. The finest scale's
+  boundary went down to the grid's smallest band (10) in every preset; the coarser refine scales keep more (k2
+  [70, 10]).
 * FastVAR: Infinity-2B's released setting (prune 40 % at the 4th-last scale, 50 % at the 3rd-last, fill from the
   5th-last, skip the last two), on the testbed's scales (8², 10²; from 6²; skipping 13² and 16²), in blocks 1-3 of
   4 (the release prunes blocks 3-27 of 32: all but the first tenth).

@@ -45,6 +45,17 @@ def words_of(prompt: str) -> list[str]:
     return [w.lower() for w in _SPLIT.findall(prompt)]
 
 
+def check_context_layers(
+    layers, heads: int, channels: int, *, prefix: str = "", check_heads: bool = True
+) -> None:
+    """Raise ``ValueError`` unless ``layers`` is an int >= 0 and ``heads`` divides ``channels`` (names in the
+    message get ``prefix``: the spec calls them ``text_layers`` …). One check for the encoder and the spec."""
+    if not isinstance(layers, int) or isinstance(layers, bool) or layers < 0:
+        raise ValueError(f"{prefix}layers={layers!r}: expected an int >= 0")
+    if check_heads and (heads < 1 or channels % heads):
+        raise ValueError(f"{prefix}heads={heads} must be >= 1 and divide {prefix}channels={channels}")
+
+
 class WordTextEncoder(nn.Module):
     """Prompts → one learned ``channels``-wide vector per word plus an end token.
 
@@ -85,10 +96,7 @@ class WordTextEncoder(nn.Module):
         self.max_length = max_length
         self.strict = strict
         self.embedding = nn.Embedding(len(self.ids), channels, device=device)
-        if not isinstance(layers, int) or isinstance(layers, bool) or layers < 0:
-            raise ValueError(f"layers={layers!r}: expected an int >= 0")
-        if layers and (heads < 1 or channels % heads):
-            raise ValueError(f"heads={heads} must be >= 1 and divide channels={channels}")
+        check_context_layers(layers, heads, channels, check_heads=bool(layers))  # heads unused without layers
         self.layers, self.heads = layers, heads
         if layers:
             self.position = nn.Embedding(max_length, channels, device=device)
