@@ -16,6 +16,7 @@ from moss_models.testbed import (
     cropped_grids,
     make_spec,
     quantize_latent,
+    scale_loss_weights,
     self_correcting_teacher_forcing,
     spec_from_record,
     teacher_forcing,
@@ -167,6 +168,35 @@ def test_transformer_overfits_a_fixed_batch():
     assert losses[-1] < 0.8 * losses[0], losses
 
 
+def test_scale_reweighting_is_infinitys_and_only_moves_weight_between_scales():
+    grids = [(1, 1), (2, 2), (4, 4)]
+    weights = scale_loss_weights(grids)
+    # Infinity's trainer: sqrt(area_last / area_scale) per token, normalised -> 4, 2 (x4), 1 (x16) over 28
+    expected = torch.tensor([4.0] + [2.0] * 4 + [1.0] * 16) / 28
+    torch.testing.assert_close(weights, expected)
+    assert [round(float(p.sum()), 4) for p in weights.split([1, 4, 16])] == [
+        round(4 / 28, 4),
+        round(8 / 28, 4),
+        round(16 / 28, 4),
+    ]
+
+    spec = tiny_spec()
+    torch.manual_seed(0)
+    vae = BSQVAE(spec.config.vae)
+    enc = WordTextEncoder(vocabulary(), spec.config.text_channels, spec.config.text_maxlen, strict=True)
+    family = InfinityFamily(InfinityTransformer(spec.config).init_random(0), vae, enc)
+    images, captions, _ = shapes_batch(2)
+    plain = transformer_losses(family, enc, images, captions, spec.schedule())
+    weighted = transformer_losses(family, enc, images, captions, spec.schedule(), reweight_by_scale=True)
+    # the same logits: the token mean is reported alike, and the weighted loss is the scales' losses in
+    # proportion to their sides (1:2:4) rather than their areas (1:4:16)
+    torch.testing.assert_close(weighted["token_loss"], plain["token_loss"])
+    torch.testing.assert_close(plain["loss"], plain["token_loss"])
+    per_scale = torch.stack([weighted[f"loss_s{s}"] for s in range(3)])
+    torch.testing.assert_close(weighted["loss"], (per_scale * torch.tensor([4.0, 8.0, 16.0]) / 28).sum())
+    assert not torch.allclose(weighted["loss"], plain["loss"])
+
+
 def test_self_correction_flips_inputs_and_labels_correct_them():
     spec = tiny_spec()
     torch.manual_seed(0)
@@ -273,6 +303,10 @@ def test_stages_checkpoint_export_and_resume(tmp_path):
         (
             ["transformer.self_correction=-0.1", "stage=transformer"],
             r"transformer.self_correction=-0.1 is not",
+        ),
+        (
+            ["transformer.reweight_by_scale=1", "stage=transformer"],
+            r"transformer.reweight_by_scale=1 is not allowed: true or false",
         ),
         (["stage=transformer"], "needs the trained VAE"),
         (["model.arch={embed_dim:33}"], r"embed_dim=33 must be divisible by num_heads=2"),

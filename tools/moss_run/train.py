@@ -124,6 +124,9 @@ def check_settings(cfg: DictConfig) -> ModelSpec:
     else:
         _float(cfg, "transformer.cond_drop", 0.0, 1.0)
         _float(cfg, "transformer.self_correction", 0.0, 1.0)
+        reweight = OmegaConf.select(cfg, "transformer.reweight_by_scale")
+        if not isinstance(reweight, bool):
+            raise UserError(f"transformer.reweight_by_scale={reweight!r} is not allowed: true or false")
         init_export(cfg, spec)  # a bad transformer.init_from stops here, before anything is built
     _int(cfg, "train.log_every")
     _int(cfg, "train.ckpt_every")
@@ -313,7 +316,8 @@ class TransformerStage(_Stage):
         drop = (torch.rand(len(prompts), generator=gen) < self.settings["cond_drop"]).tolist()
         out = transformer_losses(
             self.family, self.text, images, prompts, self.schedule, drop,
-            self_correction=self.settings.get("self_correction", 0.0), generator=gen,
+            self_correction=self.settings.get("self_correction", 0.0),
+            reweight_by_scale=self.settings.get("reweight_by_scale", False), generator=gen,
         )  # fmt: skip
         self.log_losses(out, images.shape[0])
         return out["loss"]

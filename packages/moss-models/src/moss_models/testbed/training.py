@@ -12,7 +12,9 @@ the coarser scales' codes (``InfinityFamily.codes_of``, upsampled to the latent 
 them) resized by ``InfinityFamily.tokens_of``; the labels are the VAE's bits of every scale, two logits per bit.
 A fraction of the prompts is replaced by ``cfg_uncond`` (the unconditional rows CFG uses at generation), so
 guidance works with the trained model. With ``self_correction`` the inputs carry flipped bits and the labels
-correct them (:func:`self_correcting_teacher_forcing`, Infinity's Bitwise Self-Correction).
+correct them (:func:`self_correcting_teacher_forcing`, Infinity's Bitwise Self-Correction). With
+``reweight_by_scale`` each token's loss is weighted by :func:`scale_loss_weights` (Infinity's
+``--reweight_loss_by_scale``), which shifts the objective towards the coarse scales that decide a picture's layout.
 """
 
 from __future__ import annotations
@@ -155,6 +157,17 @@ def drop_conditions(text: TextBatch, cfg_uncond: torch.Tensor, drop: Sequence[bo
     return TextBatch.from_features(feats, text.truncated)
 
 
+def scale_loss_weights(grids: Sequence[Grid]) -> torch.Tensor:
+    """Infinity's ``reweight_loss_by_scale`` (trainer.py): token weights ``sqrt(area_last / area_scale)`` for every
+    token of every scale, normalised to sum to 1, so a scale's share of the loss grows with its side rather than
+    with its area (the 10-scale testbed schedule: the six scales up to 6x6 hold 13 % of the tokens and get 31 %
+    of the weight). Shape ``(sum(h*w),)``, float32."""
+    last = float(grids[-1][0] * grids[-1][1]) ** 0.5
+    parts = [torch.full((h * w,), last / float(h * w) ** 0.5) for h, w in grids]
+    weights = torch.cat(parts)
+    return weights / weights.sum()
+
+
 def transformer_losses(
     family: InfinityFamily,
     text_encoder,
@@ -164,10 +177,13 @@ def transformer_losses(
     drop: Sequence[bool] | None = None,
     *,
     self_correction: float = 0.0,
+    reweight_by_scale: bool = False,
     generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
-    """One transformer training step's losses: bitwise cross-entropy over every token of every scale (``loss``),
-    the bit accuracy, and the loss of each scale (``loss_s{i}``). The VAE is frozen (its bits are the labels).
+    """One transformer training step's losses: bitwise cross-entropy over every token of every scale (``loss``,
+    the mean over tokens, or with ``reweight_by_scale`` the :func:`scale_loss_weights` average, as Infinity's
+    trainer), the plain token mean (``token_loss``, comparable across the two), the bit accuracy, and the loss of
+    each scale (``loss_s{i}``). The VAE is frozen (its bits are the labels).
 
     ``text_encoder``: anything with ``encode(prompts) -> TextBatch`` (the word encoder, trained with it);
     ``drop``: which prompts are replaced by the unconditional features (None: none); ``self_correction``: the
@@ -190,8 +206,14 @@ def transformer_losses(
     b, n, _ = logits.shape
     d = family.config.d_vae
     per_bit = F.cross_entropy(logits.view(b * n * d, 2), labels.reshape(-1), reduction="none").view(b, n, d)
-    out = {"loss": per_bit.mean()}
+    per_token = per_bit.mean(-1)
+    if reweight_by_scale:
+        loss = (per_token * scale_loss_weights(grids).to(per_token.device)).sum(-1).mean()
+    else:
+        loss = per_token.mean()
+    out = {"loss": loss}
     with torch.no_grad():
+        out["token_loss"] = per_token.mean()
         out["bit_acc"] = (logits.view(b, n, d, 2).argmax(-1) == labels).float().mean()
         sizes = [h * w for h, w in grids]
         for s, part in enumerate(per_bit.split(sizes, dim=1)):
