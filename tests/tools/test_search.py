@@ -29,6 +29,27 @@ def test_search_writes_a_preset_with_how_it_was_found(tmp_path, capsys):
     assert "UNTUNED" in capsys.readouterr().out
 
 
+def test_shapes_objective_scores_the_testbed_against_its_prompts_ground_truth(tmp_path):
+    from moss_eval.quality.shapes import evaluation_prompts
+
+    out = tmp_path / "preset.json"
+    cfg = compose_config(
+        ["model=testbed", "search.objective=shapes", "search.shapes_prompts=5", "search.step=50",
+         "search.budget=1", f"search.out={out}"],
+        tmp_path, "search",
+    )  # fmt: skip
+    saved = json.loads(json.dumps(run_search(cfg)))
+    assert "Shapes-GenEval" in saved["how"]["objective"] and saved["tuned"] is True
+    # the conditions are the first five prompts of seed 1, one per task, never the seed-0 evaluation set
+    assert saved["how"]["conditions"] == [p.prompt for p in evaluation_prompts(5, 1)]
+    assert saved["how"]["conditions"] != [p.prompt for p in evaluation_prompts(5, 0)]
+    # one prompt per task: the overall accuracy is a count of correct images over 5
+    for score in [saved["how"]["reference_score"], *(t["score"] for t in saved["trace"])]:
+        assert 0.0 <= score <= 1.0 and abs(score * 5 - round(score * 5)) < 1e-9, score
+    # a budget of 1 accepts every move, as for psnr
+    assert saved["thresholds"] == [100.0, 50.0]
+
+
 @pytest.mark.parametrize(
     ("override", "match"),
     [
@@ -36,6 +57,8 @@ def test_search_writes_a_preset_with_how_it_was_found(tmp_path, capsys):
         ("search.objective=lpips", "search.objective='lpips'"),
         ("search.budget=-1", "search.budget=-1"),
         ("search.strategy=random", "grid or binary"),
+        ("search.objective=shapes", r"search.objective=shapes needs .* model=testbed \(got infinity_tiny"),
+        ("search.shapes_prompts=0", "search.shapes_prompts=0 is not allowed: an int >= 1"),
     ],
 )
 def test_bad_search_settings(tmp_path, override, match):
