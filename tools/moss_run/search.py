@@ -36,7 +36,6 @@ from moss_run.prepare import build_object, run_schedule
 log = logging.getLogger("moss.search")
 
 OBJECTIVES = {"psnr": psnr, "ssim": ssim}
-FIDELITY = set(OBJECTIVES)
 SHAPES = "shapes"  # Shapes-GenEval accuracy (model=testbed on its default conditions)
 PSNR_CAP = 100.0  # identical images have infinite PSNR; the search needs finite scores
 DEFAULT_CONDITIONS = {
@@ -148,7 +147,7 @@ def run_search(cfg: DictConfig) -> dict:
             "search": "moss_dispatch.search_thresholds: the paper's top-down heuristic, finest boundary first",
             "objective": (
                 f"mean {name} against moss=off at the same conditions and seeds (higher is better)"
-                if name in FIDELITY
+                if name in OBJECTIVES
                 else "Shapes-GenEval overall accuracy against the prompts' ground truth (higher is better)"
             ),
             "budget": float(budget),
