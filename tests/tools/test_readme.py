@@ -92,7 +92,7 @@ NOT_RUN = {
     "uv run python tools/train_testbed.py stage=vae": "trains for about 20 minutes; the same stages run for a few "
     "steps, with checkpoints, resume and export, in tests/tools/test_train_testbed.py",
     "uv run python tools/train_testbed.py stage=transformer": "trains for about 1 h 30 min; see the VAE stage",
-    "uv run python tools/train_testbed.py stage=transformer transformer.init_from=shipped data.seed=6 "
+    "uv run python tools/train_testbed.py stage=transformer transformer.init_from=shipped data.seed=7 "
     "out_dir=outputs/testbed-more": "trains for over an hour; init_from runs for one step in "
     "tests/tools/test_train_testbed.py",
     "uv run python tools/run.py model.checkpoints=outputs/testbed data=shapes 'eval=[shapes]'": "needs the two "
