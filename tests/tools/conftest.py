@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import subprocess
 import sys
@@ -15,6 +16,14 @@ ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
 
 register_resolvers()
+
+
+def load_script(relative: str, name: str):
+    """A script of the repository (not a package module, e.g. ``tools/summarize.py``) imported as module ``name``."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / relative)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 # The run machinery's tests use the tiny Infinity (random weights, 256², any prompt) unless they choose a model:

@@ -9,7 +9,6 @@ The fake sweep (32×32 PNGs, so MS-SSIM is not defined):
   (one image without a twin; the baseline's tree has none in this run).
 """
 
-import importlib.util
 import json
 import math
 import os
@@ -25,19 +24,14 @@ from moss_eval.figures import grid_size, image_grid
 from moss_eval.sweep import NoBaselineError, markdown_table, summarize_sweep
 from moss_eval.wandb_report import GRID_KEY, PLOT_KEY, TABLE_KEY, build_report
 
+from .conftest import load_script
+
 ROOT = Path(__file__).resolve().parents[2]
 SIZE = 32
 PROMPTS = {"a red fox": 0, "a blue car": 1, "a green tree": 2}
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("summarize_tool", ROOT / "tools" / "summarize.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-summarize_tool = _load_tool()
+summarize_tool = load_script("tools/summarize.py", "summarize_tool")
 
 
 def base_pixels(seed: int) -> torch.Tensor:

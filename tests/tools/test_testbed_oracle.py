@@ -1,7 +1,6 @@
 """benchmarks/testbed_oracle.py: the first N scales from the ground truth's VAE bits, the rest generated. N = 0 is the
 plain generation pixel for pixel, N = S the VAE's reconstruction whatever the seed; bad settings exit 2."""
 
-import importlib.util
 import json
 
 import numpy as np
@@ -12,21 +11,14 @@ import moss_models
 from moss_eval.quality.shapes import ShapeDetector, evaluation_prompts, score_image, summarize
 from moss_models.testbed import CARD_FILE, TESTBED_SIDES, WEIGHTS_DIR
 
-from .conftest import ROOT
+from .conftest import load_script
 
 pytestmark = pytest.mark.skipif(
     not (WEIGHTS_DIR / CARD_FILE).is_file(), reason="the shipped testbed is not present"
 )
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location("testbed_oracle", ROOT / "benchmarks" / "testbed_oracle.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-oracle = _module()
+oracle = load_script("benchmarks/testbed_oracle.py", "testbed_oracle")
 S = len(TESTBED_SIDES)
 
 
