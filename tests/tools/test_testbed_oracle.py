@@ -78,14 +78,13 @@ def test_all_scales_forced_is_the_vae_reconstruction(model, prompts):
     assert np.abs(a.astype(int) - recon.astype(int)).max() <= 1  # summed in another order: at most one level
 
 
-def test_cli_writes_scores_and_refuses_bad_settings(tmp_path, capsys):
+def test_cli_writes_scores_and_refuses_bad_settings(model, tmp_path, capsys):
     out = tmp_path / "oracle.json"
     assert oracle.main(["--prompts", "5", "--forced", "0", str(S), "--threads", "1", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert [r["forced"] for r in result["rows"]] == [0, S]
     assert result["sides"] == list(TESTBED_SIDES) and result["prompt_seed"] == 1
     # N = S scores what the detector finds on the VAE's reconstructions of the same scenes
-    model = moss_models.load("testbed")
     prompts = evaluation_prompts(5, seed=1)
     detector = ShapeDetector()
     images = oracle.oracle_images(model, prompts, S, seed=1000)
