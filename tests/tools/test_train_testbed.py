@@ -316,6 +316,9 @@ def test_stages_checkpoint_export_and_resume(tmp_path):
             ["stage=transformer", "transformer.init_from=/no/such/export"],
             r"init_from='/no/such/export': .*lacks",
         ),
+        (["train.accelerator=tpu"], r"train.accelerator='tpu' is not allowed: one of \['cpu', 'gpu'\]"),
+        (["train.max_time=8min"], r"train.max_time='8min' is not allowed: null or \"DD:HH:MM:SS\""),
+        (["data.workers=-1"], r"data.workers=-1 is not allowed: an int >= 0"),
     ],
 )
 def test_bad_settings(tmp_path, overrides, match):
@@ -323,3 +326,31 @@ def test_bad_settings(tmp_path, overrides, match):
     with pytest.raises(UserError, match=match):
         run_training(cfg)
     assert not (tmp_path / "tb" / "vae" / "checkpoints").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
+def test_gpu_without_cuda_is_refused_before_anything_is_built(tmp_path):
+    cfg = compose_config([f"out_dir={tmp_path / 'tb'}", "train.accelerator=gpu"], tmp_path, "train_testbed")
+    with pytest.raises(
+        UserError, match=r"train.accelerator='gpu' is not allowed on this machine: .* no CUDA"
+    ):
+        run_training(cfg)
+    assert not (tmp_path / "tb").exists()
+
+
+def test_workers_render_the_same_stream_and_max_time_stops_with_an_export(tmp_path):
+    """The GPU recipe's two settings on CPU: scenes rendered in worker processes are the same batches in the same
+    order (one step gives bit-identical weights), and a run stopped by max_time is checkpointed and exported at
+    the step it reached, like a finished one."""
+    runs = {}
+    for name, extra in (("inline", ["vae.steps=1"]), ("workers", ["vae.steps=1", "data.workers=2"]),
+                        ("timed", ["vae.steps=1000", "data.workers=1", "train.max_time=00:00:00:01"])):  # fmt: skip
+        out = tmp_path / name
+        runs[name] = run_training(compose_config(["stage=vae", *SMOKE, f"out_dir={out}", *extra], tmp_path,
+                                                 "train_testbed"))  # fmt: skip
+    inline, workers = (load_file(tmp_path / n / "vae.safetensors") for n in ("inline", "workers"))
+    assert runs["inline"]["steps"] == runs["workers"]["steps"] == 1
+    assert all(torch.equal(inline[k], workers[k]) for k in inline)
+    timed = runs["timed"]
+    assert 1 <= timed["steps"] < 1000 and (tmp_path / "timed" / "vae.safetensors").exists()
+    assert torch.load(timed["checkpoint"], weights_only=False)["global_step"] == timed["steps"]

@@ -9,42 +9,15 @@
 # Results: benchmarks/results/<device>-infinity_2b-<attn>-<date>.{json,md} (bench.out_dir=benchmarks/results: these
 # are meant to be committed), and this run's files and log are also copied to $OUT.
 #
-# Which torch it measures: the project's locked environment when `uv sync --locked --offline` can build it (uv and
-# its cache present, as on a developer's GPU machine); otherwise the machine's own torch, with the workspace on
-# PYTHONPATH (a device machine without a package index cannot install the locked CUDA torch). The versions are
-# printed first, and a torch that differs from uv.lock's is said so in one line, so a result is never quoted as
-# the locked torch's when it is not.
+# Which torch it measures: tools/device/env.sh (the locked environment where it can be built, else the machine's
+# own torch; printed first).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export PYTHONUNBUFFERED=1 WANDB_MODE=disabled
 log=${OUT:+$OUT/bench_gpu.log}
 exec > >(tee ${log:-/dev/null}) 2>&1
 
-if command -v uv >/dev/null 2>&1 && uv sync --locked --offline -q 2>/dev/null; then
-  PY=(uv run --locked --offline python)
-  env_note="the locked environment (uv sync --locked)"
-else
-  if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-    export PYTHONPATH=/tmp/site
-  fi
-  # The workspace packages run from source: nothing to build or resolve on a machine without an index.
-  export PYTHONPATH="packages/moss-dispatch/src:packages/moss-attention/src:packages/moss-models/src:packages/moss-eval/src:tools${PYTHONPATH:+:$PYTHONPATH}"
-  PY=(python3)
-  env_note="the machine's python3 (no offline uv environment could be built)"
-fi
-locked=$(awk '/^name = "torch"$/{getline; sub(/^version = "/,""); sub(/"$/,""); print; exit}' uv.lock)
-echo "environment: $env_note"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
-"${PY[@]}" - "$locked" <<'PY'
-import sys
-import hydra, omegaconf, torch, triton
-locked = sys.argv[1]
-print(f"torch {torch.__version__} (CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}), "
-      f"triton {triton.__version__}, hydra {hydra.__version__}, {torch.cuda.get_device_name(0)}")
-if torch.__version__.split("+")[0] != locked.split("+")[0]:
-    print(f"NOTE: this is torch {torch.__version__}, not the locked torch {locked} of uv.lock")
-PY
+source tools/device/env.sh
 
 status=0
 started=$(mktemp)   # files newer than this are the ones this run wrote

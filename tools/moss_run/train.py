@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import math
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -51,8 +52,11 @@ from moss_run.errors import UserError
 log = logging.getLogger("moss.train")
 
 STAGES = ("vae", "transformer")
-# Lightning precisions on CPU: bf16-mixed autocasts the matmuls to bf16 (fp32 weights and optimiser), 1.25x
-# faster per transformer step on a CPU with AMX (measured on the 2-core machine; slower on one without bf16 units)
+ACCELERATORS = ("cpu", "gpu")
+MAX_TIME = re.compile(r"\d+:\d{2}:\d{2}:\d{2}")  # Lightning's "DD:HH:MM:SS"
+# Lightning precisions: bf16-mixed autocasts the matmuls to bf16 (fp32 weights and optimiser); per transformer step
+# on 2 CPU cores 1.25x faster than 32-true with AMX (Intel), about 1.1x with AVX512-BF16 alone (AMD EPYC: 1.2-1.3
+# against 1.3-1.45 s), slower on a CPU without bf16 units; on a GPU, the usual choice
 PRECISIONS = ("32-true", "bf16-mixed")
 
 
@@ -128,6 +132,20 @@ def check_settings(cfg: DictConfig) -> ModelSpec:
         if not isinstance(reweight, bool):
             raise UserError(f"transformer.reweight_by_scale={reweight!r} is not allowed: true or false")
         init_export(cfg, spec)  # a bad transformer.init_from stops here, before anything is built
+    _int(cfg, "data.workers", 0)
+    accelerator = OmegaConf.select(cfg, "train.accelerator")
+    if accelerator not in ACCELERATORS:
+        raise UserError(f"train.accelerator={accelerator!r} is not allowed: one of {list(ACCELERATORS)}")
+    if accelerator == "gpu" and not torch.cuda.is_available():
+        raise UserError(
+            f"train.accelerator='gpu' is not allowed on this machine: torch {torch.__version__} sees no CUDA "
+            "device; use train.accelerator=cpu (the CPU recipe)"
+        )
+    max_time = OmegaConf.select(cfg, "train.max_time")
+    if max_time is not None and not (isinstance(max_time, str) and MAX_TIME.fullmatch(max_time)):
+        raise UserError(
+            f'train.max_time={max_time!r} is not allowed: null or "DD:HH:MM:SS", e.g. 00:00:08:00'
+        )
     _int(cfg, "train.log_every")
     _int(cfg, "train.ckpt_every")
     _float(cfg, "train.grad_clip")
@@ -180,19 +198,24 @@ class StreamSampler(Sampler[int]):
 
 
 class ShapesStream(L.LightningDataModule):
-    def __init__(self, seed: int, size: int, length: int, batch_size: int):
+    def __init__(
+        self, seed: int, size: int, length: int, batch_size: int, workers: int = 0, pin: bool = False
+    ):
         super().__init__()
         self.dataset = ShapesDataset(seed, size, length)
-        self.batch_size = batch_size
+        self.batch_size, self.workers, self.pin = batch_size, workers, pin
 
     def train_dataloader(self) -> DataLoader:
         # Lightning restores the checkpoint (and so global_step) before it asks for the loader
         start = self.trainer.global_step * self.batch_size if self.trainer is not None else 0
         sampler = StreamSampler(len(self.dataset), start)
-        # rendering one 128² scene takes ~1.5 ms: worker processes would cost more than they save on 2 cores
+        # rendering one 128² scene takes ~1.5 ms: worker processes would cost more than they save on 2 cores,
+        # but a GPU step eats a batch faster than one process renders it (data.workers); the order is the
+        # sampler's either way, so a run with workers sees the same batches as one without
         return DataLoader(
-            self.dataset, self.batch_size, sampler=sampler, collate_fn=collate_shapes, drop_last=True
-        )
+            self.dataset, self.batch_size, sampler=sampler, collate_fn=collate_shapes, drop_last=True,
+            num_workers=self.workers, persistent_workers=self.workers > 0, pin_memory=self.pin,
+        )  # fmt: skip
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -427,13 +450,17 @@ def run_training(cfg: DictConfig) -> dict:
                      init["name"], module.text.layers)  # fmt: skip
         else:
             load_into(module.text, text_state, "init_from text encoder")
-    data = ShapesStream(cfg.data.seed, cfg.data.size, cfg.data.length, settings["batch_size"])
+    gpu = cfg.train.accelerator == "gpu"
+    data = ShapesStream(
+        cfg.data.seed, cfg.data.size, cfg.data.length, settings["batch_size"], cfg.data.workers, pin=gpu
+    )
     logger = instantiate(cfg.logger) if cfg.get("logger") and "_target_" in cfg.logger else False
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, every_n_train_steps=cfg.train.ckpt_every)
     trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
+        accelerator=cfg.train.accelerator,
+        devices=1,  # one process: the stream's resume offset (global_step × batch_size) assumes one
         max_steps=settings["steps"],
+        max_time=cfg.train.max_time,
         max_epochs=-1,
         logger=logger,
         callbacks=[checkpoint],
