@@ -450,10 +450,8 @@ def run_training(cfg: DictConfig) -> dict:
                      init["name"], module.text.layers)  # fmt: skip
         else:
             load_into(module.text, text_state, "init_from text encoder")
-    gpu = cfg.train.accelerator == "gpu"
-    data = ShapesStream(
-        cfg.data.seed, cfg.data.size, cfg.data.length, settings["batch_size"], cfg.data.workers, pin=gpu
-    )
+    data = ShapesStream(cfg.data.seed, cfg.data.size, cfg.data.length, settings["batch_size"], cfg.data.workers,
+                        pin=cfg.train.accelerator == "gpu")  # fmt: skip
     logger = instantiate(cfg.logger) if cfg.get("logger") and "_target_" in cfg.logger else False
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, every_n_train_steps=cfg.train.ckpt_every)
     trainer = L.Trainer(
