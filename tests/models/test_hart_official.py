@@ -59,18 +59,19 @@ def _generate(release, more_smooth: bool):
 
 
 @pytest.mark.parametrize("run", ["plain", "smooth"])
-def test_generation_equals_the_official_loop(release, run):
+def test_generation_equals_the_official_loop(release, run, two_threads, hart_official):
     """Logits (plain run), sampled indices, the diffusion head's output, the final latent and the image: bit for
-    bit, with the official sampling reproduced by the same CPU generator."""
+    bit (within tolerances on CPUs that round otherwise, see ``OfficialOutputs``), with the official sampling
+    reproduced by the same CPU generator."""
     ref = release[3]
     family, result = _generate(release, more_smooth=run == "smooth")
     idx = torch.cat([s.indices for s in result.samples], dim=1)
     if run == "plain":
         logits = torch.cat(result.logits, dim=1)
-        assert torch.equal(logits, ref["plain_raw_logits"])
+        hart_official.assert_equal(logits, ref["plain_raw_logits"], atol=5e-6)
     assert torch.equal(idx, ref[f"{run}_idx"])
     (diffused,) = family.diffusion_outputs
     n = diffused.shape[0]
-    assert torch.equal(diffused, ref[f"{run}_diffusion_out"][:n])
-    assert torch.equal(result.latent, ref[f"{run}_f_hat"])
-    assert torch.equal(result.decoded.add(1).mul(0.5), ref[f"{run}_image"])
+    hart_official.assert_equal(diffused, ref[f"{run}_diffusion_out"][:n], atol=5e-6)
+    hart_official.assert_equal(result.latent, ref[f"{run}_f_hat"], atol=1e-3)
+    hart_official.assert_equal(result.decoded.add(1).mul(0.5), ref[f"{run}_image"], atol=5e-4)
