@@ -32,6 +32,7 @@ def test_paper_table_kv_column_and_flops(tmp_path, capsys):
     assert rows["skip2"]["kv_cache_bytes"] == 2521 * 2**19 and rows["skip2"]["forward_passes"] == 11
     assert 110e12 < rows["off"]["flops_backbone"] < 120e12
     assert rows["off"]["flop_ratio"] == 1 < rows["k2"]["flop_ratio"] < rows["k5"]["flop_ratio"]
+    assert 6 < rows["k5"]["flop_ratio"] < 8  # the compute floor MoSs k5 leaves
     assert rows["k5"]["kv_reduction"] == pytest.approx(1 - 921 / 6425)
     table = capsys.readouterr().out
     assert "| k5 | 8+5 (8+5) | 1909 | 9 | 0.45 (0.45) | 85.67% (85.62%)" in table

@@ -130,6 +130,17 @@ def _uv_run(command: str, timeout: int = 300, env: dict | None = None):
     )
 
 
+def _uv_run_together(*commands: str | tuple[str, dict]):
+    """Independent README commands (each writes its own folder, or stops before writing) run two at a time: a
+    command is mostly its interpreter's imports (torch, Lightning, torchmetrics: about 10 s), one core's work, so
+    on a 2-core machine two at a time take about half as long. Results come back in the order given."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    calls = [(c, None) if isinstance(c, str) else c for c in commands]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(lambda call: _uv_run(call[0], env=call[1]), calls))
+
+
 def test_every_readme_command_is_run_or_says_why_not():
     commands = _commands((ROOT / "README.md").read_text(encoding="utf-8"))
     ran = {
@@ -174,7 +185,7 @@ def test_readme_commands_run_as_written(tmp_path):
     try:
         # a fresh machine: no W&B credentials, no mode set -> an offline W&B run, never a login prompt
         fresh = {"WANDB_API_KEY": None, "WANDB_MODE": None, "HOME": str(tmp_path)}
-        default = _uv_run("uv run python tools/run.py", env=fresh)
+        default, sweep, release = _uv_run_together(("uv run python tools/run.py", fresh), SWEEP, RELEASE)
         assert default.returncode == 0, default.stderr[-3000:]
         last = default.stdout.strip().splitlines()[-1]
         assert last.startswith("moss: wrote 3 images (3 in the folder) to ") and "backbone median" in last
@@ -200,16 +211,17 @@ def test_readme_commands_run_as_written(tmp_path):
         noise = default.stdout + default.stderr
         for unwanted in ("litlogger", "anonymous setting", "is deprecated", "GPU available"):
             assert unwanted not in noise, unwanted
-        sweep = _uv_run(SWEEP)
         assert sweep.returncode == 0, sweep.stderr[-3000:]
         made = sorted(p for p in (out / "multiruns").glob("*") if p not in before)
         assert len(made) == 1, made
-        summary = _uv_run(SUMMARIZE.replace("outputs/multiruns/<time>", str(made[0].relative_to(ROOT))))
+        # the peers' sweep starts beside the first one's summary (a second later: its own multirun folder)
+        summary, peers = _uv_run_together(
+            SUMMARIZE.replace("outputs/multiruns/<time>", str(made[0].relative_to(ROOT))), PEERS
+        )
         assert summary.returncode == 0, summary.stderr[-3000:]
         for name in ("off", "k2", "k5", "skip2"):
             assert f"| testbed-{name}-cssa | {name} | cssa | 3 |" in summary.stdout, summary.stdout
         # the peers side by side with MoSs: the same table, speed and fidelity to moss=off
-        peers = _uv_run(PEERS)
         assert peers.returncode == 0, peers.stderr[-3000:]
         (made_peers,) = sorted(p for p in (out / "multiruns").glob("*") if p not in before and p != made[0])
         table = _uv_run(SUMMARIZE.replace("outputs/multiruns/<time>", str(made_peers.relative_to(ROOT))))
@@ -217,7 +229,6 @@ def test_readme_commands_run_as_written(tmp_path):
         for name in ("off", "k5", "fastvar", "fastervar"):
             assert f"| testbed-{name}-cssa | {name} | cssa | 3 |" in table.stdout, table.stdout
         # The release model needs its checkpoints and a GPU: here it must stop at once with one paragraph.
-        release = _uv_run(RELEASE)
         assert release.returncode == 2 and "Traceback" not in release.stderr, release.stderr[-3000:]
         assert "CUDA" in release.stderr or "MOSS_CHECKPOINTS" in release.stderr
     finally:
@@ -232,7 +243,9 @@ def test_var_readme_commands_run_as_written(tmp_path):
     out = ROOT / "outputs"
     before = set(out.glob("*/*")) | set(out.glob("runs/*/*")) if out.is_dir() else set()
     try:
-        tiny = _uv_run(VAR_TINY)
+        tiny, search, bench, *stopped = _uv_run_together(
+            VAR_TINY, SEARCH_TINY, VAR_BENCH, VAR_RELEASE, SEARCH_RELEASE
+        )
         assert tiny.returncode == 0, tiny.stderr[-3000:]
         assert tiny.stdout.strip().splitlines()[-1].startswith("moss: wrote 5 images (5 in the folder)")
         (run_dir,) = [p for p in (out / "runs" / "var_tiny-k3-cssa").glob("*") if p not in before]
@@ -242,11 +255,9 @@ def test_var_readme_commands_run_as_written(tmp_path):
             (980, "volcano"),
         ]
         assert all(r["forward_passes"] == 8 and r["model"] == "var_tiny" for r in records)
-        search = _uv_run(SEARCH_TINY)
         assert search.returncode == 0, search.stderr[-3000:]
         preset = json.loads((out / "search" / "var_tiny-k2.json").read_text())
         assert preset["tuned"] is False and preset["family"] == "var" and len(preset["thresholds"]) == 2
-        bench = _uv_run(VAR_BENCH)
         assert bench.returncode == 0, bench.stderr[-3000:]
         for row in (
             "| off | 10 | 680 | 10 |",
@@ -255,10 +266,9 @@ def test_var_readme_commands_run_as_written(tmp_path):
             "| fastvar |",
         ):
             assert row in bench.stdout, bench.stdout
-        for command in (VAR_RELEASE, SEARCH_RELEASE):
-            stopped = _uv_run(command)
-            assert stopped.returncode == 2 and "Traceback" not in stopped.stderr, stopped.stderr[-3000:]
-            assert "CUDA" in stopped.stderr or "var_d30.pth" in stopped.stderr
+        for proc in stopped:  # VAR_RELEASE, SEARCH_RELEASE
+            assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+            assert "CUDA" in proc.stderr or "var_d30.pth" in proc.stderr
     finally:
         _remove_new_outputs(out, before)
 
@@ -271,7 +281,7 @@ def test_quality_readme_commands_run_as_written(tmp_path):
     out = ROOT / "outputs"
     before = set(out.glob("*/*")) | set(out.glob("runs/*/*")) if out.is_dir() else set()
     try:
-        run = _uv_run(QUALITY_RUN, env={"WANDB_MODE": "disabled"})
+        run, geneval = _uv_run_together((QUALITY_RUN, {"WANDB_MODE": "disabled"}), GENEVAL_RELEASE)
         assert run.returncode == 0, run.stderr[-3000:]
         (run_dir,) = [p for p in (out / "runs" / "testbed-k2-cssa").glob("*") if p not in before]
         records = _records(run_dir)
@@ -290,15 +300,17 @@ def test_quality_readme_commands_run_as_written(tmp_path):
         reference = Path(json.loads((run_dir / "eval" / "reference.json").read_text())["reference"])
         assert reference.parent == out / "references" and len(_records(reference)) == 16
         assert {r["moss"] for r in _records(reference)} == {"off"}
-        rescored = _uv_run(QUALITY_EVALUATE.replace("outputs/runs/<name>/<time>", str(run_dir)))
+        rescored, preference = _uv_run_together(
+            QUALITY_EVALUATE.replace("outputs/runs/<name>/<time>", str(run_dir)),
+            PREFERENCE.replace("RUN_DIR", str(run_dir)),
+        )
         assert rescored.returncode == 0, rescored.stderr[-3000:]
         assert json.loads((run_dir / "eval" / "fidelity.json").read_text())["scores"] == result["scores"]
         # weights that are not here: one paragraph naming every file, before any image
-        for command, names in (
-            (GENEVAL_RELEASE, ("mask2former-swin-small-coco-instance", "clip-vit-large-patch14")),
-            (PREFERENCE.replace("RUN_DIR", str(run_dir)), ("HPS_v2.1_compressed.pt", "ImageReward.pt")),
+        for stopped, names in (
+            (geneval, ("mask2former-swin-small-coco-instance", "clip-vit-large-patch14")),
+            (preference, ("HPS_v2.1_compressed.pt", "ImageReward.pt")),
         ):
-            stopped = _uv_run(command)
             assert stopped.returncode == 2 and "Traceback" not in stopped.stderr, stopped.stderr[-3000:]
             assert all(n in stopped.stderr for n in names) or "infinity_2b" in stopped.stderr, stopped.stderr
     finally:
@@ -316,10 +328,9 @@ def test_hart_and_analysis_readme_commands_run_as_written():
         else set()
     )
     try:
-        hart = _uv_run(HART_TINY, env={"WANDB_MODE": "disabled"})
+        hart, bench, analysis = _uv_run_together((HART_TINY, {"WANDB_MODE": "disabled"}), HART_BENCH, ANALYZE)
         assert hart.returncode == 0, hart.stderr[-3000:]
         assert hart.stdout.strip().splitlines()[-1].startswith("moss: wrote 3 images (3 in the folder)")
-        bench = _uv_run(HART_BENCH)
         assert bench.returncode == 0, bench.stderr[-3000:]
         for row in (
             "| off | 14 (14) | 9451 | 14 | 1.55 (2.79) |",
@@ -329,7 +340,6 @@ def test_hart_and_analysis_readme_commands_run_as_written():
             "| fastervar |",
         ):
             assert row in bench.stdout, bench.stdout
-        analysis = _uv_run(ANALYZE)
         assert analysis.returncode == 0, analysis.stderr[-3000:]
         (folder,) = [p for p in (out / "analysis").glob("*/*") if p not in before]
         numbers = json.loads((folder / "analysis.json").read_text())
