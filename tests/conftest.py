@@ -21,3 +21,21 @@ _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1 and "OMP_NUM_THREADS" not in os.environ:
     os.environ["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // _WORKERS))
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+# The files that take minutes (README commands, DDP, resumed runs, the 2B accounting table) start first, so the
+# two workers end together instead of one of them running them alone at the end. Sorting is stable: the order
+# within a file, and of every other file, is collection order.
+_LONG_FILES = (
+    "tools/test_readme.py",
+    "tools/test_run.py",
+    "tools/test_bench.py",
+    "models/test_testbed_trained.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        path = item.path.as_posix()
+        return next((i for i, name in enumerate(_LONG_FILES) if path.endswith(name)), len(_LONG_FILES))
+
+    items.sort(key=rank)

@@ -132,8 +132,8 @@ def _uv_run(command: str, timeout: int = 300, env: dict | None = None):
 
 def _uv_run_together(*commands: str | tuple[str, dict]):
     """Independent README commands (each writes its own folder, or stops before writing) run two at a time: a
-    command is mostly its interpreter's imports (torch, Lightning, torchmetrics: about 10 s), one core's work, so
-    on a 2-core machine two at a time take about half as long. Results come back in the order given."""
+    command is mostly its interpreter's imports (torch, Lightning, torchmetrics: about 10 s of one core), which
+    overlap. Results come back in the order given."""
     from concurrent.futures import ThreadPoolExecutor
 
     calls = [(c, None) if isinstance(c, str) else c for c in commands]
