@@ -113,21 +113,35 @@ def var_official() -> OfficialOutputs:
     return OfficialOutputs("var_tiny", torch.equal(logits, outputs["aln_tf_logits_img0"]))
 
 
+HART_TINY = Path(__file__).parent / "fixtures" / "hart_tiny"
+
+
 @pytest.fixture(scope="session")
-def hart_official() -> OfficialOutputs:
-    """``fixtures/hart_tiny``; the canary: the diffusion head's unguided sample with the recorded noise."""
+def hart_tensors() -> dict[str, torch.Tensor]:
+    """The official ``DiffLoss.sample`` runs of ``fixtures/hart_tiny`` (inputs, recorded noise, samples)."""
+    return load_file(HART_TINY / "diffusion_tensors.safetensors")
+
+
+@pytest.fixture(scope="session")
+def hart_head():
+    """The fixture's diffusion head (the official ``DiffLoss`` at width 32, depth 2, 8 sampling steps)."""
     from moss_models.hart.diffusion import HARTDiffusionHead
 
-    folder = Path(__file__).parent / "fixtures" / "hart_tiny"
-    weights = load_file(folder / "diffusion_weights.safetensors")
-    tensors = load_file(folder / "diffusion_tensors.safetensors")
-    head = HARTDiffusionHead(target_channels=8, z_channels=64, width=32, depth=2, num_sampling_steps="8")
-    head.load_state_dict({k.removeprefix("diffloss."): v for k, v in weights.items()}, strict=True)
-    n = tensors["nocfg_noise_init"].shape[0]
-    noise = [tensors["nocfg_noise_init"]] + [step[:n] for step in tensors["nocfg_noise_steps"][:-1]]
+    weights = load_file(HART_TINY / "diffusion_weights.safetensors")
+    model = HARTDiffusionHead(target_channels=8, z_channels=64, width=32, depth=2, num_sampling_steps="8")
+    model.load_state_dict({k.removeprefix("diffloss."): v for k, v in weights.items()}, strict=True)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def hart_official(hart_head, hart_tensors) -> OfficialOutputs:
+    """``fixtures/hart_tiny``; the canary: the diffusion head's unguided sample with the recorded noise."""
+    n = hart_tensors["nocfg_noise_init"].shape[0]
+    steps = hart_tensors["nocfg_noise_steps"][:-1]
+    noise = [hart_tensors["nocfg_noise_init"]] + [step[:n] for step in steps]
     with torch.no_grad(), _threads(2):
-        out = head.eval().sample(tensors["z"][:n], cfg=None, noise=noise)
-    return OfficialOutputs("hart_tiny", torch.equal(out, tensors["nocfg_sample"][:n]))
+        out = hart_head.sample(hart_tensors["z"][:n], cfg=None, noise=noise)
+    return OfficialOutputs("hart_tiny", torch.equal(out, hart_tensors["nocfg_sample"][:n]))
 
 
 @pytest.fixture(scope="session")
