@@ -197,6 +197,49 @@ def test_scale_reweighting_is_infinitys_and_only_moves_weight_between_scales():
     assert not torch.allclose(weighted["loss"], plain["loss"])
 
 
+def test_prefix_images_add_samples_to_the_coarse_terms_of_the_same_objective():
+    spec = tiny_spec()
+    torch.manual_seed(0)
+    vae = BSQVAE(spec.config.vae)
+    enc = WordTextEncoder(vocabulary(), spec.config.text_channels, spec.config.text_maxlen, strict=True)
+    tf = InfinityTransformer(spec.config).init_random(0)
+    family = InfinityFamily(tf, vae, enc)
+    images, captions, _ = shapes_batch(2)
+    grids, sched = spec.grids, spec.schedule()
+    # block-causal attention: a sequence cut after scale 2 gives the whole sequence's logits of scales 1 and 2
+    _, bits = vae.encode(images, list(grids))
+    inputs, _ = teacher_forcing(family, bits, grids)
+    text, rope = enc.encode(captions), family.rope_tables(sched)
+    whole = tf.teacher_forced_logits(text, inputs, grids, rope)
+    cut = tf.teacher_forced_logits(text, inputs[:, :4], grids[:2], rope)
+    torch.testing.assert_close(cut, whole[:, :5], atol=1e-5, rtol=1e-5)
+
+    # the same two scenes again as prefix images: their terms of scales 1-2 equal the whole images', so the loss
+    # (coarse terms averaged over all four, the rest over the whole two) is the plain loss of the two
+    plain = transformer_losses(family, enc, images, captions, sched, [True, False], reweight_by_scale=True)
+    doubled = transformer_losses(
+        family, enc, torch.cat([images, images]), [*captions, *captions], sched, [True, False, True, False],
+        reweight_by_scale=True, prefix_images=2, prefix_scales=2,
+    )  # fmt: skip
+    torch.testing.assert_close(doubled["loss"], plain["loss"], atol=1e-6, rtol=1e-6)
+    for key in ("token_loss", "bit_acc", "loss_s0", "loss_s2"):  # reported over the whole images only
+        torch.testing.assert_close(doubled[key], plain[key], atol=1e-6, rtol=1e-6)
+    assert "prefix_loss" in doubled and "prefix_loss" not in plain
+    # other scenes as prefix images move only the coarse terms, and their gradient reaches the weights
+    other = torch.cat([images, shapes_batch(4)[0][2:]])
+    mixed = transformer_losses(
+        family, enc, other, [*captions, "a red circle", "two blue stars"], sched, reweight_by_scale=True,
+        prefix_images=2, prefix_scales=2,
+    )  # fmt: skip
+    assert not torch.allclose(mixed["loss"], plain["loss"])
+    mixed["loss"].backward()
+    assert tf.word_embed.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match=r"prefix_images=2 must leave at least one whole image of 2"):
+        transformer_losses(family, enc, images, captions, sched, prefix_images=2, prefix_scales=1)
+    with pytest.raises(ValueError, match=r"prefix_scales=3 must be between 1 and 2"):
+        transformer_losses(family, enc, other, captions * 2, sched, prefix_images=2, prefix_scales=3)
+
+
 def test_self_correction_flips_inputs_and_labels_correct_them():
     spec = tiny_spec()
     torch.manual_seed(0)
@@ -235,7 +278,7 @@ def test_stages_checkpoint_export_and_resume(tmp_path):
     cfg = compose_config(["stage=transformer", "transformer.steps=2", *common], tmp_path, "train_testbed")
     first = run_training(cfg)
     ckpt = out / "transformer" / "checkpoints" / "last.ckpt"
-    assert first["steps"] == 2 and torch.load(ckpt, weights_only=False)["global_step"] == 2
+    assert first["steps"] == 2 and torch.load(ckpt, weights_only=True)["global_step"] == 2
     card = json.loads((out / "testbed.json").read_text())
     assert card["sides"] == [1, 2, 4] and card["config"]["depth"] == 2 and card["vocabulary"] == vocabulary()
     assert card["training"]["vae"]["steps"] == 2 and card["training"]["transformer"]["steps"] == 2
@@ -244,10 +287,10 @@ def test_stages_checkpoint_export_and_resume(tmp_path):
     assert "train/loss" in metrics.splitlines()[0]
 
     # rerun with more steps: it continues from step 2 (not from 0) and the stream from item 2 × batch
-    before_resume = torch.load(ckpt, weights_only=False)["train_seconds"]
+    before_resume = torch.load(ckpt, weights_only=True)["train_seconds"]
     cfg = compose_config(["stage=transformer", "transformer.steps=3", *common], tmp_path, "train_testbed")
     resumed = run_training(cfg)
-    assert resumed["steps"] == 3 and torch.load(ckpt, weights_only=False)["global_step"] == 3
+    assert resumed["steps"] == 3 and torch.load(ckpt, weights_only=True)["global_step"] == 3
     # the card's training time sums the fit of both calls (the first one's is in its checkpoint), not only the
     # resumed one
     seconds = json.loads((out / "testbed.json").read_text())["training"]["transformer"]
@@ -263,9 +306,13 @@ def test_stages_checkpoint_export_and_resume(tmp_path):
     out2 = tmp_path / "continued"
     cont = compose_config(
         [*cont_overrides(out2, out), "transformer.steps=1", "transformer.lr=1e-12",
-         "transformer.warmup=0"], tmp_path, "train_testbed",
+         "transformer.warmup=0", "transformer.prefix.images=2", "transformer.prefix.scales=2"],
+        tmp_path, "train_testbed",
     )  # fmt: skip
     assert run_training(cont)["steps"] == 1
+    # with prefix images (4 whole scenes and 2 cut after scale 2 per step), their loss is logged beside the rest
+    metrics = (out2 / "logs" / "transformer" / "csv" / "version_0" / "metrics.csv").read_text()
+    assert "train/prefix_loss" in metrics.splitlines()[0]
     assert (out2 / "vae.safetensors").read_bytes() == (out / "vae.safetensors").read_bytes()
     before, after = load_file(out / "transformer.safetensors"), load_file(out2 / "transformer.safetensors")
     assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in before)
@@ -307,6 +354,14 @@ def test_stages_checkpoint_export_and_resume(tmp_path):
         (
             ["transformer.reweight_by_scale=1", "stage=transformer"],
             r"transformer.reweight_by_scale=1 is not allowed: true or false",
+        ),
+        (
+            ["stage=transformer", "transformer.prefix.images=8", "transformer.prefix.scales=10"],
+            r"transformer.prefix.scales=10 is not allowed: fewer than the schedule's 10 scales",
+        ),
+        (
+            ["stage=transformer", "transformer.prefix.images=-1"],
+            r"prefix.images=-1 is not allowed: an int >= 0",
         ),
         (["stage=transformer"], "needs the trained VAE"),
         (["model.arch={embed_dim:33}"], r"embed_dim=33 must be divisible by num_heads=2"),
@@ -353,4 +408,4 @@ def test_workers_render_the_same_stream_and_max_time_stops_with_an_export(tmp_pa
     assert all(torch.equal(inline[k], workers[k]) for k in inline)
     timed = runs["timed"]
     assert 1 <= timed["steps"] < 1000 and (tmp_path / "timed" / "vae.safetensors").exists()
-    assert torch.load(timed["checkpoint"], weights_only=False)["global_step"] == timed["steps"]
+    assert torch.load(timed["checkpoint"], weights_only=True)["global_step"] == timed["steps"]

@@ -105,9 +105,18 @@ def check_settings(cfg: DictConfig) -> ModelSpec:
         )
     stage = cfg.stage
     steps, batch = _int(cfg, f"{stage}.steps"), _int(cfg, f"{stage}.batch_size")
+    if stage == "transformer":
+        prefix = _int(cfg, "transformer.prefix.images", 0)
+        batch += prefix
+        scales = _int(cfg, "transformer.prefix.scales")
+        if prefix and scales >= len(spec.sides):  # (unread without prefix images)
+            raise UserError(
+                f"transformer.prefix.scales={scales} is not allowed: fewer than the schedule's "
+                f"{len(spec.sides)} scales (sides {list(spec.sides)})"
+            )
     if steps * batch > length:
         raise UserError(
-            f"{stage}.steps × {stage}.batch_size = {steps * batch} items, more than data.length={length}"
+            f"{stage}.steps × the images per step = {steps * batch} items, more than data.length={length}"
         )
     _float(cfg, f"{stage}.lr", 0.0, open_low=True)
     precision = OmegaConf.select(cfg, f"{stage}.precision")
@@ -216,6 +225,11 @@ class ShapesStream(L.LightningDataModule):
             self.dataset, self.batch_size, sampler=sampler, collate_fn=collate_shapes, drop_last=True,
             num_workers=self.workers, persistent_workers=self.workers > 0, pin_memory=self.pin,
         )  # fmt: skip
+
+
+def images_per_step(settings: dict) -> int:
+    """The stream items one step takes: the batch, and for the transformer its prefix images after it."""
+    return settings["batch_size"] + (settings.get("prefix") or {}).get("images", 0)
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -337,10 +351,12 @@ class TransformerStage(_Stage):
         images, prompts, _ = batch
         gen = step_generator(self.seed, self.global_step)
         drop = (torch.rand(len(prompts), generator=gen) < self.settings["cond_drop"]).tolist()
+        prefix = self.settings.get("prefix") or {}
         out = transformer_losses(
             self.family, self.text, images, prompts, self.schedule, drop,
             self_correction=self.settings.get("self_correction", 0.0),
             reweight_by_scale=self.settings.get("reweight_by_scale", False), generator=gen,
+            prefix_images=prefix.get("images", 0), prefix_scales=prefix.get("scales", 0),
         )  # fmt: skip
         self.log_losses(out, images.shape[0])
         return out["loss"]
@@ -450,8 +466,8 @@ def run_training(cfg: DictConfig) -> dict:
                      init["name"], module.text.layers)  # fmt: skip
         else:
             load_into(module.text, text_state, "init_from text encoder")
-    data = ShapesStream(cfg.data.seed, cfg.data.size, cfg.data.length, settings["batch_size"], cfg.data.workers,
-                        pin=cfg.train.accelerator == "gpu")  # fmt: skip
+    data = ShapesStream(cfg.data.seed, cfg.data.size, cfg.data.length, images_per_step(settings),
+                        cfg.data.workers, pin=cfg.train.accelerator == "gpu")  # fmt: skip
     logger = instantiate(cfg.logger) if cfg.get("logger") and "_target_" in cfg.logger else False
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, every_n_train_steps=cfg.train.ckpt_every)
     trainer = L.Trainer(
@@ -472,7 +488,8 @@ def run_training(cfg: DictConfig) -> dict:
         precision=settings["precision"],
     )
     start = time.perf_counter()
-    trainer.fit(module, datamodule=data, ckpt_path="last" if has_ckpt else None)
+    # the resumed checkpoint holds only tensors and plain containers: nothing in it needs unpickling
+    trainer.fit(module, datamodule=data, ckpt_path="last" if has_ckpt else None, weights_only=True)
     seconds = time.perf_counter() - start
     checkpoint_path = ckpt_dir / "last.ckpt"
     if trainer.global_step % cfg.train.ckpt_every:  # the final step is checkpointed too, so resume is exact

@@ -179,6 +179,8 @@ def transformer_losses(
     self_correction: float = 0.0,
     reweight_by_scale: bool = False,
     generator: torch.Generator | None = None,
+    prefix_images: int = 0,
+    prefix_scales: int = 0,
 ) -> dict[str, torch.Tensor]:
     """One transformer training step's losses: bitwise cross-entropy over every token of every scale (``loss``,
     the mean over tokens, or with ``reweight_by_scale`` the :func:`scale_loss_weights` average, as Infinity's
@@ -189,8 +191,22 @@ def transformer_losses(
     ``drop``: which prompts are replaced by the unconditional features (None: none); ``self_correction``: the
     largest bit-flip rate of :func:`self_correcting_teacher_forcing` (0: plain teacher forcing), drawn from
     ``generator``.
+
+    **Prefix images**: the last ``prefix_images`` images of the batch go through the first ``prefix_scales``
+    scales only. Attention is block-causal, so a scale's logits do not depend on the scales after it, and a
+    sequence cut after scale K gives the same terms for scales 1…K as the whole one, at a fraction of the cost
+    (the testbed: 91 of 680 tokens up to side 6). They add samples to those scales' terms of the same objective:
+    the loss is the mean over every image of the per-image terms of scales 1…K plus the mean over the whole
+    images of the rest, so its expectation is the plain loss's, with less variance where the layout is decided.
+    ``token_loss``, ``bit_acc`` and ``loss_s{i}`` are the whole images'; ``prefix_loss`` is the prefix images'
+    token mean.
     """
     grids = tuple(tuple(g) for g in schedule.grids)
+    n_all = images.shape[0]
+    if not 0 <= prefix_images < n_all:
+        raise ValueError(f"prefix_images={prefix_images} must leave at least one whole image of {n_all}")
+    if prefix_images and not 1 <= prefix_scales < len(grids):
+        raise ValueError(f"prefix_scales={prefix_scales} must be between 1 and {len(grids) - 1}")
     tf = family.transformer
     with torch.no_grad():
         if self_correction > 0:
@@ -199,23 +215,47 @@ def transformer_losses(
         else:
             _, bits = family.vae.encode(images, list(grids))
             inputs, labels = teacher_forcing(family, bits, grids)
-    text = text_encoder.encode(list(prompts))
-    if drop is not None and any(drop):
-        text = drop_conditions(text, tf.cfg_uncond, drop)
-    logits = tf.teacher_forced_logits(text, inputs, grids, family.rope_tables(schedule))
-    b, n, _ = logits.shape
+    rope = family.rope_tables(schedule)
     d = family.config.d_vae
-    per_bit = F.cross_entropy(logits.view(b * n * d, 2), labels.reshape(-1), reduction="none").view(b, n, d)
+    whole = n_all - prefix_images
+    drop = list(drop) if drop is not None else [False] * n_all
+
+    def token_losses(rows: slice, scales: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        n = sum(h * w for h, w in grids[:scales])
+        text = text_encoder.encode(list(prompts[rows]))
+        if any(drop[rows]):
+            text = drop_conditions(text, tf.cfg_uncond, drop[rows])
+        logits = tf.teacher_forced_logits(text, inputs[rows, : n - 1], grids[:scales], rope)
+        b = logits.shape[0]
+        target = labels[rows, :n]
+        per_bit = F.cross_entropy(logits.view(b * n * d, 2), target.reshape(-1), reduction="none")
+        return per_bit.view(b, n, d), logits, target
+
+    per_bit, logits, target = token_losses(slice(0, whole), len(grids))
+    b, n, _ = per_bit.shape
     per_token = per_bit.mean(-1)
     if reweight_by_scale:
-        loss = (per_token * scale_loss_weights(grids).to(per_token.device)).sum(-1).mean()
+        weights = scale_loss_weights(grids).to(per_token.device)
+    else:
+        weights = torch.full((n,), 1.0 / n, device=per_token.device)
+    if prefix_images:
+        terms = per_token * weights  # each token's term of its image's loss (which sums them)
+        cut = sum(h * w for h, w in grids[:prefix_scales])
+        prefix_bit, _, _ = token_losses(slice(whole, n_all), prefix_scales)
+        prefix_terms = prefix_bit.mean(-1) * weights[:cut]
+        head = torch.cat([terms[:, :cut], prefix_terms]).sum(-1).mean()
+        loss = head + terms[:, cut:].sum(-1).mean()
+    elif reweight_by_scale:
+        loss = (per_token * weights).sum(-1).mean()
     else:
         loss = per_token.mean()
     out = {"loss": loss}
     with torch.no_grad():
         out["token_loss"] = per_token.mean()
-        out["bit_acc"] = (logits.view(b, n, d, 2).argmax(-1) == labels).float().mean()
+        out["bit_acc"] = (logits.view(b, n, d, 2).argmax(-1) == target).float().mean()
         sizes = [h * w for h, w in grids]
         for s, part in enumerate(per_bit.split(sizes, dim=1)):
             out[f"loss_s{s}"] = part.mean()
+        if prefix_images:
+            out["prefix_loss"] = prefix_bit.mean()
     return out
