@@ -104,19 +104,20 @@ def check_settings(cfg: DictConfig) -> ModelSpec:
             f"{spec.config.vae.patch_size} = {spec.resolution}"
         )
     stage = cfg.stage
-    steps, batch = _int(cfg, f"{stage}.steps"), _int(cfg, f"{stage}.batch_size")
+    steps = _int(cfg, f"{stage}.steps")
+    _int(cfg, f"{stage}.batch_size")
     if stage == "transformer":
         prefix = _int(cfg, "transformer.prefix.images", 0)
-        batch += prefix
         scales = _int(cfg, "transformer.prefix.scales")
         if prefix and scales >= len(spec.sides):  # (unread without prefix images)
             raise UserError(
                 f"transformer.prefix.scales={scales} is not allowed: fewer than the schedule's "
                 f"{len(spec.sides)} scales (sides {list(spec.sides)})"
             )
-    if steps * batch > length:
+    items = steps * images_per_step(OmegaConf.to_container(cfg[stage], resolve=True))  # what the loader takes
+    if items > length:
         raise UserError(
-            f"{stage}.steps × the images per step = {steps * batch} items, more than data.length={length}"
+            f"{stage}.steps × the images per step = {items} items, more than data.length={length}"
         )
     _float(cfg, f"{stage}.lr", 0.0, open_low=True)
     precision = OmegaConf.select(cfg, f"{stage}.precision")
