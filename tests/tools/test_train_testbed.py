@@ -14,6 +14,7 @@ from moss_models.testbed import (
     TESTBED_TEXT_LAYERS,
     WordTextEncoder,
     cropped_grids,
+    grow_depth,
     make_spec,
     quantize_latent,
     scale_loss_weights,
@@ -39,9 +40,8 @@ def cont_overrides(out_dir, init):
 
 
 def tiny_spec(**changes):
-    return make_spec(
-        [1, 2, 4], {"codebook_dim": 16}, depth=2, embed_dim=32, num_heads=2, block_chunks=1, **changes
-    )
+    arch = {"depth": 2, "embed_dim": 32, "num_heads": 2, "block_chunks": 1}
+    return make_spec([1, 2, 4], {"codebook_dim": 16}, **(arch | changes))
 
 
 def shapes_batch(n: int, size: int = 32):
@@ -240,6 +240,39 @@ def test_prefix_images_add_samples_to_the_coarse_terms_of_the_same_objective():
         transformer_losses(family, enc, other, captions * 2, sched, prefix_images=2, prefix_scales=3)
 
 
+def test_grown_depth_computes_what_the_shallow_model_did_and_its_new_blocks_learn():
+    shallow = tiny_spec()  # 2 blocks in 1 chunk
+    deep = tiny_spec(depth=4, block_chunks=2)
+    torch.manual_seed(0)
+    vae = BSQVAE(shallow.config.vae)
+    enc = WordTextEncoder(vocabulary(), shallow.config.text_channels, shallow.config.text_maxlen, strict=True)
+    small = InfinityTransformer(shallow.config).init_random(0)
+    big = InfinityTransformer(deep.config).init_random(1)
+    fresh = {k: v.clone() for k, v in big.state_dict().items()}
+    big.load_state_dict(grow_depth(small.state_dict(), fresh, 2, 1, 4, 2), strict=True)
+    # old block 1 is block 2 now (chunk 1, position 0); blocks 1 and 3 are new and keep their fresh weights
+    torch.testing.assert_close(big.state_dict()["block_chunks.1.module.0.sa.mat_qkv.weight"],
+                               small.state_dict()["block_chunks.0.module.1.sa.mat_qkv.weight"])  # fmt: skip
+    torch.testing.assert_close(big.state_dict()["block_chunks.0.module.1.sa.mat_qkv.weight"],
+                               fresh["block_chunks.0.module.1.sa.mat_qkv.weight"])  # fmt: skip
+    images, captions, _ = shapes_batch(2)
+    sched = shallow.schedule()
+    losses = [
+        transformer_losses(InfinityFamily(tf, vae, enc), enc, images, captions, sched, [False, True])
+        for tf in (small, big)
+    ]
+    for key in ("loss", "bit_acc", "loss_s0", "loss_s2"):
+        torch.testing.assert_close(losses[1][key], losses[0][key], atol=1e-5, rtol=1e-5)
+    losses[1]["loss"].backward()
+    # zero outputs, but their gradient is not: they learn (at this width Infinity's FFN rounds its hidden size
+    # to a multiple of 256, which is 0, so only the FFN's output bias is left)
+    for name in ("sa.proj.weight", "sa.proj.bias", "ca.proj.weight", "ffn.fc2.bias"):
+        param = big.get_parameter(f"block_chunks.1.module.1.{name}")
+        assert not param.any() and param.grad.abs().sum() > 0, name
+    with pytest.raises(ValueError, match=r"depth 2 \(1 chunks\) cannot grow to 3"):
+        grow_depth(small.state_dict(), fresh, 2, 1, 3, 1)
+
+
 def test_self_correction_flips_inputs_and_labels_correct_them():
     spec = tiny_spec()
     torch.manual_seed(0)
@@ -333,6 +366,25 @@ def test_stages_checkpoint_export_and_resume(tmp_path):
         run_training(
             compose_config([*cont_overrides(out2, out), "model.sides=[1,2,3,4]"], tmp_path, "train_testbed")
         )
+    # a deeper model.arch.depth (a multiple of the export's) grows it: the export's blocks with identity blocks
+    # between them, so the first step starts from the export's loss; the card records the growth
+    out3 = tmp_path / "deeper"
+    deeper = [a for a in cont_overrides(out3, out) if a != TINY_ARCH]
+    deep_arch = "model.arch={depth:4,embed_dim:32,num_heads:2,block_chunks:2}"
+    grown = compose_config([*deeper, deep_arch, "transformer.steps=1", "transformer.lr=1e-12",
+                            "transformer.warmup=0", "transformer.self_correction=0"], tmp_path, "train_testbed")  # fmt: skip
+    assert run_training(grown)["steps"] == 1
+    card = read_card(out3 / "testbed.json")
+    assert (
+        card["config"]["depth"] == 4 and card["training"]["transformer"]["init_from"]["depth_grown_from"] == 2
+    )
+    state = load_file(out3 / "transformer.safetensors")
+    assert not state["block_chunks.0.module.1.ffn.fc2.weight"].abs().gt(1e-6).any()  # still (nearly) identity
+    torch.testing.assert_close(state["block_chunks.1.module.0.ffn.fc1.weight"],
+                               before["block_chunks.0.module.1.ffn.fc1.weight"], atol=1e-6, rtol=0)  # fmt: skip
+    with pytest.raises(UserError, match=r"only model.arch.depth may differ, as a multiple"):
+        run_training(compose_config([*deeper, "model.arch={depth:3,embed_dim:32,num_heads:2,block_chunks:1}"],
+                                    tmp_path, "train_testbed"))  # fmt: skip
 
     with pytest.raises(UserError, match=r"resume=false but .* holds checkpoints"):
         run_training(

@@ -38,6 +38,7 @@ from moss_models.testbed import (
     ModelSpec,
     cropped_grids,
     export_files,
+    grow_depth,
     make_spec,
     save_testbed,
     save_vae,
@@ -183,12 +184,22 @@ def init_export(cfg: DictConfig, spec: ModelSpec) -> dict | None:
     upgrade = theirs.text_layers == 0 < spec.text_layers
     if upgrade:
         theirs = dataclasses.replace(theirs, text_layers=spec.text_layers, text_heads=spec.text_heads)
+    # a deeper model.arch.depth, a multiple of the export's: the export's blocks are kept, each followed by identity
+    # blocks (moss_models.testbed.grow_depth), so training continues from the same function with more capacity
+    old, new = theirs.config, spec.config
+    grow = new.depth != old.depth and new.depth % old.depth == 0
+    if grow:
+        theirs = dataclasses.replace(
+            theirs, config=dataclasses.replace(old, depth=new.depth, block_chunks=new.block_chunks)
+        )
     if theirs != spec:
         raise UserError(
             f"transformer.init_from={init!r} holds a testbed of other shapes (sides {list(theirs.sides)}, "
-            f"{theirs.config}) than this run's model.* settings give (sides {list(spec.sides)}, {spec.config})"
+            f"{theirs.config}) than this run's model.* settings give (sides {list(spec.sides)}, {spec.config}); "
+            "only model.arch.depth may differ, as a multiple of the export's"
         )
-    return {"files": files, "card": card, "name": init, "upgrade_text": upgrade}
+    grown = {"depth": old.depth, "block_chunks": old.block_chunks} if grow else None
+    return {"files": files, "card": card, "name": init, "upgrade_text": upgrade, "grow_from": grown}
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -394,6 +405,8 @@ def export(
         }
         if init["upgrade_text"]:
             training["transformer"]["init_from"]["text_layers_added"] = module.spec.text_layers
+        if init["grow_from"]:
+            training["transformer"]["init_from"]["depth_grown_from"] = init["grow_from"]["depth"]
         training["transformer"]["total_steps"] = module.global_step + prior.get("transformer", {}).get(
             "total_steps", prior.get("transformer", {}).get("steps", 0)
         )
@@ -455,7 +468,14 @@ def run_training(cfg: DictConfig) -> dict:
         except RuntimeError as err:  # a VAE of another shape (model.vae changed between the stages)
             raise UserError(f"{vae_path} does not fit model.vae={dict(cfg.model.vae)}: {err}") from None
     if stage == "transformer" and init is not None and not has_ckpt:  # a checkpoint, when resuming, wins
-        load_into(module.transformer, load_file(str(init["files"]["transformer"])), "init_from transformer")
+        state = load_file(str(init["files"]["transformer"]))
+        if init["grow_from"]:
+            g, c = init["grow_from"], module.spec.config
+            state = grow_depth(state, module.transformer.state_dict(), g["depth"], g["block_chunks"],
+                               c.depth, c.block_chunks)  # fmt: skip
+            log.info("init_from %s: %d blocks grown to %d (each followed by identity blocks)",
+                     init["name"], g["depth"], c.depth)  # fmt: skip
+        load_into(module.transformer, state, "init_from transformer")
         text_state = load_file(str(init["files"]["text"]))
         # a bag-of-words encoder: its embeddings, and context layers that start as identity
         if init["upgrade_text"]:

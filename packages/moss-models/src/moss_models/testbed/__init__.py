@@ -37,6 +37,7 @@ from moss_models.testbed.trained import (
 from moss_models.testbed.training import (
     cropped_grids,
     drop_conditions,
+    grow_depth,
     quantize_latent,
     scale_loss_weights,
     self_correcting_teacher_forcing,
@@ -64,6 +65,7 @@ __all__ = [
     "cropped_grids",
     "drop_conditions",
     "export_files",
+    "grow_depth",
     "load_trained_testbed",
     "make_spec",
     "meta_testbed_family",

@@ -259,3 +259,59 @@ def transformer_losses(
         if prefix_images:
             out["prefix_loss"] = prefix_bit.mean()
     return out
+
+
+# the sublayers whose outputs a block adds to its residual stream (Infinity's AdaLNSelfAttn key names): zeroed, the
+# block returns its input unchanged
+_RESIDUAL_OUTPUTS = ("sa.proj", "ca.proj", "ffn.fc2")
+
+
+def grow_depth(
+    state: dict[str, torch.Tensor],
+    fresh: dict[str, torch.Tensor],
+    old_depth: int,
+    old_chunks: int,
+    new_depth: int,
+    new_chunks: int,
+) -> dict[str, torch.Tensor]:
+    """An Infinity state dict of ``new_depth`` blocks that computes exactly what ``state`` (``old_depth`` blocks)
+    computes: old block ``j`` becomes block ``j·f`` (``f = new_depth / old_depth``) and each is followed by
+    ``f − 1`` identity blocks. Those take ``fresh``'s weights (a newly initialised model of the new depth, whose
+    state dict supplies every key) with their residual outputs (``sa.proj``, ``ca.proj``, ``ffn.fc2``) zeroed, so
+    they start as identity and still learn: each output projection's gradient is its input, which is not zero.
+
+    Function-preserving depth growth, for continuing a trained export with more capacity instead of starting over.
+    Block keys are ``block_chunks.{c}.module.{i}.…`` with ``new_depth / new_chunks`` blocks per chunk.
+    """
+    if old_depth < 1 or new_depth % old_depth or old_depth % old_chunks or new_depth % new_chunks:
+        raise ValueError(
+            f"depth {old_depth} ({old_chunks} chunks) cannot grow to {new_depth} ({new_chunks} chunks): the new "
+            "depth must be a multiple of the old, and each depth a multiple of its chunk count"
+        )
+    factor, old_per, new_per = new_depth // old_depth, old_depth // old_chunks, new_depth // new_chunks
+
+    def block_of(key: str, per: int) -> tuple[int, str] | None:
+        parts = key.split(".", 4)
+        if parts[0] != "block_chunks" or len(parts) < 5 or parts[2] != "module":
+            return None
+        return int(parts[1]) * per + int(parts[3]), parts[4]
+
+    def key_of(block: int, rest: str) -> str:
+        return f"block_chunks.{block // new_per}.module.{block % new_per}.{rest}"
+
+    out = dict(fresh)
+    for key, value in state.items():
+        where = block_of(key, old_per)
+        target = key if where is None else key_of(where[0] * factor, where[1])
+        if target not in fresh:
+            raise ValueError(f"{key} (as {target}) is not a key of the grown model")
+        if fresh[target].shape != value.shape:
+            raise ValueError(
+                f"{key}: shape {tuple(value.shape)}, the grown model's {tuple(fresh[target].shape)}"
+            )
+        out[target] = value
+    for key in fresh:
+        where = block_of(key, new_per)
+        if where is not None and where[0] % factor and where[1].rsplit(".", 1)[0] in _RESIDUAL_OUTPUTS:
+            out[key] = torch.zeros_like(fresh[key])
+    return out
