@@ -514,7 +514,7 @@ def run_training(cfg: DictConfig) -> dict:
     seconds = time.perf_counter() - start
     checkpoint_path = ckpt_dir / "last.ckpt"
     if trainer.global_step % cfg.train.ckpt_every:  # the final step is checkpointed too, so resume is exact
-        trainer.save_checkpoint(checkpoint_path)
+        trainer.save_checkpoint(checkpoint_path, weights_only=False)  # with the optimiser: resume is exact
     files = export(module, cfg, out_dir, seconds, init)
     log.info("stage %s: %d steps in %.0f s; exported %s", stage, trainer.global_step, seconds,
              ", ".join(str(f) for f in files))  # fmt: skip
