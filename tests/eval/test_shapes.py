@@ -39,6 +39,7 @@ from moss_eval.quality.shapes import (
     validate_on_dataset,
     vocabulary,
 )
+from moss_eval.quality.shapes.scene import MARGIN
 from moss_eval.records import ImageRecord, RunDirectory
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -135,6 +136,31 @@ def test_dataset_items_are_deterministic_tensors_and_collate():
     assert images.shape == (3, 3, 32, 32) and len(texts) == len(scenes_) == 3
     with pytest.raises(ValueError, match=r"ShapesDataset size=4: expected an int >= 8"):
         ShapesDataset(seed=0, size=4, length=1)
+
+
+def test_ordered_layout_puts_unrelated_objects_in_caption_order_and_changes_nothing_else():
+    random_, ordered = ShapesDataset(3, 64, layout="random"), ShapesDataset(3, 64, layout="ordered")
+    seen = 0
+    for i in range(60):
+        a, b = random_.scene(i), ordered.scene(i)
+        assert caption(a) == caption(b) and a.background == b.background  # only the placement differs
+        assert [(o.shape, o.color) for o in a.objects] == [(o.shape, o.color) for o in b.objects]
+        if b.relation is None and 2 <= len(b.objects) <= 3:
+            seen += 1
+            xs = [o.cx for o in b.objects]
+            assert xs == sorted(xs)  # caption order, left to right, each in its own strip
+            strip = (1 - 2 * MARGIN) / len(xs)
+            for k, o in enumerate(b.objects):
+                assert (
+                    MARGIN + k * strip - 1e-3 <= o.cx - o.size / 2
+                    and o.cx + o.size / 2 <= MARGIN + (k + 1) * strip + 1e-3
+                )
+        else:
+            assert a == b
+    assert seen >= 10
+    assert ShapesDataset(3, 64)[5][2] == random_[5][2]  # random is the default
+    with pytest.raises(ValueError, match=r"layout='grid': expected one of \('random', 'ordered'\)"):
+        ShapesDataset(0, 64, layout="grid")
 
 
 def test_evaluation_prompts_cover_the_tasks_and_are_prefix_stable():

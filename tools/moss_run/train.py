@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Sampler
 
-from moss_eval.quality.shapes import ShapesDataset, collate_shapes, vocabulary
+from moss_eval.quality.shapes import LAYOUTS, ShapesDataset, collate_shapes, vocabulary
 from moss_models import CheckpointMismatchError, CheckpointNotFoundError
 from moss_models.core.checkpoints import load_into
 from moss_models.infinity import BSQVAE, InfinityFamily, InfinityTransformer
@@ -144,6 +144,9 @@ def check_settings(cfg: DictConfig) -> ModelSpec:
             raise UserError(f"transformer.reweight_by_scale={reweight!r} is not allowed: true or false")
         init_export(cfg, spec)  # a bad transformer.init_from stops here, before anything is built
     _int(cfg, "data.workers", 0)
+    layout = OmegaConf.select(cfg, "data.layout")
+    if layout not in LAYOUTS:
+        raise UserError(f"data.layout={layout!r} is not allowed: one of {list(LAYOUTS)}")
     accelerator = OmegaConf.select(cfg, "train.accelerator")
     if accelerator not in ACCELERATORS:
         raise UserError(f"train.accelerator={accelerator!r} is not allowed: one of {list(ACCELERATORS)}")
@@ -220,10 +223,11 @@ class StreamSampler(Sampler[int]):
 
 class ShapesStream(L.LightningDataModule):
     def __init__(
-        self, seed: int, size: int, length: int, batch_size: int, workers: int = 0, pin: bool = False
-    ):
+        self, seed: int, size: int, length: int, batch_size: int, workers: int = 0, pin: bool = False,
+        layout: str = "random",
+    ):  # fmt: skip
         super().__init__()
-        self.dataset = ShapesDataset(seed, size, length)
+        self.dataset = ShapesDataset(seed, size, length, layout)
         self.batch_size, self.workers, self.pin = batch_size, workers, pin
 
     def train_dataloader(self) -> DataLoader:
@@ -488,7 +492,7 @@ def run_training(cfg: DictConfig) -> dict:
         else:
             load_into(module.text, text_state, "init_from text encoder")
     data = ShapesStream(cfg.data.seed, cfg.data.size, cfg.data.length, images_per_step(settings),
-                        cfg.data.workers, pin=cfg.train.accelerator == "gpu")  # fmt: skip
+                        cfg.data.workers, pin=cfg.train.accelerator == "gpu", layout=cfg.data.layout)  # fmt: skip
     logger = instantiate(cfg.logger) if cfg.get("logger") and "_target_" in cfg.logger else False
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, every_n_train_steps=cfg.train.ckpt_every)
     trainer = L.Trainer(

@@ -21,6 +21,7 @@ from moss_eval.quality.shapes.evaluator import (
 from moss_eval.quality.shapes.scene import (
     BACKGROUNDS,
     COLORS,
+    LAYOUTS,
     PALETTE,
     RELATIONS,
     SHAPES,
@@ -44,6 +45,7 @@ __all__ = [
     "BACKGROUNDS",
     "BENCHMARK_NAME",
     "COLORS",
+    "LAYOUTS",
     "PALETTE",
     "RELATIONS",
     "SHAPES",

@@ -8,14 +8,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from moss_eval.quality.shapes.scene import Scene, caption, render, sample_scene, scene_to_dict
+from moss_eval.quality.shapes.scene import LAYOUTS, Scene, caption, render, sample_scene, scene_to_dict
 
 __all__ = ["ShapesDataset", "collate_shapes"]
 
 
 class ShapesDataset(Dataset):
     """Item ``i`` is ``(image, caption, scene_dict)``: ``image`` a float32 ``(3, size, size)`` tensor in ``[-1, 1]``,
-    the scene drawn by :func:`~.scene.sample_scene` from ``numpy.random.default_rng([seed, i])`` alone, so items
+    the scene drawn by :func:`~.scene.sample_scene` (with ``layout``) from ``numpy.random.default_rng([seed, i])`` alone, so items
     are random-access and deterministic in ``(seed, i)`` (training resumes at any index, workers need no shared
     state). ``length`` is what ``len()`` reports (samplers need a length); indices past it are defined too.
 
@@ -23,11 +23,13 @@ class ShapesDataset(Dataset):
     which torch's default collate rejects.
     """
 
-    def __init__(self, seed: int, size: int = 128, length: int = 1_000_000):
+    def __init__(self, seed: int, size: int = 128, length: int = 1_000_000, layout: str = "random"):
         for key, value, low in (("seed", seed, 0), ("size", size, 8), ("length", length, 1)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"ShapesDataset {key}={value!r}: expected an int >= {low}")
-        self.seed, self.size, self.length = seed, size, length
+        if layout not in LAYOUTS:
+            raise ValueError(f"ShapesDataset layout={layout!r}: expected one of {LAYOUTS}")
+        self.seed, self.size, self.length, self.layout = seed, size, length, layout
 
     def __len__(self) -> int:
         return self.length
@@ -37,7 +39,7 @@ class ShapesDataset(Dataset):
         i = int(i)
         if i < 0:
             raise IndexError(f"ShapesDataset index {i} is negative (items are indexed from 0)")
-        return sample_scene(np.random.default_rng([self.seed, i]))
+        return sample_scene(np.random.default_rng([self.seed, i]), layout=self.layout)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, str, dict[str, Any]]:
         scene = self.scene(i)

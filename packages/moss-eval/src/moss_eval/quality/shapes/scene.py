@@ -30,6 +30,7 @@ import numpy as np
 __all__ = [
     "BACKGROUNDS",
     "COLORS",
+    "LAYOUTS",
     "PALETTE",
     "RELATIONS",
     "SHAPES",
@@ -82,6 +83,10 @@ MAX_COUNT = 3  # objects per group
 MAX_OBJECTS = 6  # per scene: keeps objects large enough to be drawn and detected at 128 px
 MARGIN = 0.04  # free space between object boxes and around the border (fraction of the side)
 HALF_GAP = 0.03  # a relation puts its groups in opposite halves, this far from the middle line
+#: how a training scene places the objects of a caption that states no relation: ``random`` anywhere (what the
+#: evaluation prompts' scenes do); ``ordered`` two or three objects in caption order, left to right, one vertical
+#: strip each, so a caption decides its layout's coarse structure (see :func:`sample_scene`)
+LAYOUTS = ("random", "ordered")
 
 
 # ---------------------------------------------------------------------------------------------- data classes
@@ -447,7 +452,10 @@ def _relation_regions(rel: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 def _layout(
-    rng: np.random.Generator, group_specs: Sequence[tuple[str, str, int]], relation: str | None
+    rng: np.random.Generator,
+    group_specs: Sequence[tuple[str, str, int]],
+    relation: str | None,
+    layout: str = "random",
 ) -> list[ShapeObject]:
     specs, regions = [], []
     full = (MARGIN, MARGIN, 1 - MARGIN, 1 - MARGIN)
@@ -457,6 +465,9 @@ def _layout(
         specs += [(shape, color)] * count
         regions += [region] * count
     n = len(specs)
+    if layout == "ordered" and relation is None and 2 <= n <= 3:  # one strip per object, in caption order
+        width = (1 - 2 * MARGIN) / n
+        regions = [(MARGIN + k * width, MARGIN, MARGIN + (k + 1) * width, 1 - MARGIN) for k in range(n)]
     # Larger objects when there are few. Every scene of the evaluation tasks has at most three objects, which get at
     # least 0.2 of the side (26 px, three 8-px tokens at 128²): with the first sizes (0.13-0.26, two to four tokens)
     # the testbed drew blobs, because a shape of two tokens is decided by a few bits, and an object that covers a
@@ -493,7 +504,7 @@ def _distinct_groups(
     return pairs
 
 
-def sample_scene(rng: np.random.Generator, task: str | None = None) -> Scene:
+def sample_scene(rng: np.random.Generator, task: str | None = None, layout: str = "random") -> Scene:
     """A random scene drawn from ``rng`` alone.
 
     ``task=None`` (training): 1, 2 or 3 groups (probabilities 0.4 / 0.4 / 0.2), each of 1-3 objects (0.6 / 0.25 /
@@ -502,7 +513,13 @@ def sample_scene(rng: np.random.Generator, task: str | None = None) -> Scene:
     task (what :func:`evaluation_prompts` uses): ``single_object`` one object; ``two_object`` two objects of
     different shapes; ``counting`` one group of 2 or 3; ``colors`` two objects of the same shape in different
     colours; ``position`` two objects of different shapes in a stated relation.
+
+    ``layout`` (one of :data:`LAYOUTS`) places the objects of a scene without a relation: ``random`` anywhere;
+    ``ordered`` two or three objects in caption order, left to right, one vertical strip of the picture each
+    (other scenes as ``random``). The captions and the draws before the placement are the same either way.
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
     background = sample_background(rng)
     relation = None
     if task is None:
@@ -527,7 +544,7 @@ def sample_scene(rng: np.random.Generator, task: str | None = None) -> Scene:
         relation = RELATIONS[int(rng.integers(len(RELATIONS)))]
     else:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS} or None")
-    objects = _layout(rng, specs, relation)
+    objects = _layout(rng, specs, relation, layout)
     return Scene(tuple(objects), background, None if relation is None else (0, relation, 1))
 
 
