@@ -8,12 +8,14 @@ from safetensors.torch import load_file
 
 from moss_eval.quality.shapes import ShapesDataset, collate_shapes, vocabulary
 from moss_models.infinity import BSQVAE, InfinityFamily, InfinityTransformer
+from moss_models.infinity.text import TextBatch
 from moss_models.testbed import (
     TESTBED,
     TESTBED_SIDES,
     TESTBED_TEXT_LAYERS,
     WordTextEncoder,
     cropped_grids,
+    drop_conditions,
     grow_depth,
     make_spec,
     quantize_latent,
@@ -122,6 +124,58 @@ def test_the_contextual_word_encoder_binds_words_to_their_neighbours():
     assert torch.equal(context.encode(swapped[:1]).kv_compact, context.embedding(ids))
     with pytest.raises(ValueError, match="heads=3 must be >= 1 and divide channels=16"):
         WordTextEncoder(words, 16, 24, layers=1, heads=3)
+
+
+def _per_prompt_encode(enc: WordTextEncoder, prompts):
+    """The plain reference of WordTextEncoder.encode: a tensor per prompt, padded, each row sliced back out."""
+    ids = [torch.tensor(enc.token_ids(p)) for p in prompts]
+    lens = [len(i) for i in ids]
+    if not enc.layers:
+        return TextBatch.from_features(list(enc.embedding(torch.cat(ids)).split(lens)))
+    padded = torch.nn.utils.rnn.pad_sequence(ids, batch_first=True)
+    positions = torch.arange(padded.shape[1])
+    pad = positions[None, :] >= torch.tensor(lens)[:, None]
+    x = enc.context(enc.embedding(padded) + enc.position(positions), src_key_padding_mask=pad)
+    return TextBatch.from_features([row[:n] for row, n in zip(x, lens, strict=True)])
+
+
+@pytest.mark.parametrize("layers", [0, 2])
+def test_packed_text_paths_equal_their_per_prompt_references(layers):
+    """encode, drop_conditions and with_unconditional lay a batch out on the host and gather once (a GPU batch
+    of 256 prompts paid a copy and a slice per prompt): the values are the per-prompt code's exactly, and so are
+    the gradients up to the order in which a shared row's terms are summed."""
+    torch.manual_seed(0)
+    enc = WordTextEncoder(vocabulary(), 16, 24, layers=layers, heads=2)
+    _, prompts, _ = shapes_batch(7)
+    ref = _per_prompt_encode(enc, prompts)
+    text = enc.encode(prompts)
+    assert torch.equal(text.kv_compact, ref.kv_compact) and text.lens == ref.lens
+    assert torch.equal(text.cu_seqlens, ref.cu_seqlens) and text.cu_seqlens.dtype == torch.int32
+    uncond = torch.randn(24, 16, requires_grad=True)
+    drop = [False, True, False, False, True, True, False]
+    dropped = drop_conditions(text, uncond, drop)
+    feats = [uncond[:n] if d else ref.select(i) for i, (n, d) in enumerate(zip(ref.lens, drop, strict=True))]
+    assert torch.equal(dropped.kv_compact, torch.cat(feats)) and dropped.lens == ref.lens
+    weights = torch.randn_like(dropped.kv_compact)
+    (dropped.kv_compact * weights).sum().backward()
+    grads = {
+        n: p.grad.clone() for n, p in [("uncond", uncond), *enc.named_parameters()] if p.grad is not None
+    }
+    uncond.grad = None
+    enc.zero_grad()
+    (torch.cat(feats) * weights).sum().backward()
+    # the same sums, in another order where a row of cfg_uncond serves several dropped prompts
+    assert set(grads) == {n for n, p in [("uncond", uncond), *enc.named_parameters()] if p.grad is not None}
+    for n, p in [("uncond", uncond), *enc.named_parameters()]:
+        if p.grad is not None:
+            torch.testing.assert_close(grads[n], p.grad, rtol=1e-6, atol=1e-6, msg=n)
+    cfg = text.with_unconditional(uncond)
+    assert torch.equal(cfg.kv_compact, torch.cat([ref.kv_compact, *(uncond[:n] for n in ref.lens)]))
+    assert cfg.lens == ref.lens * 2
+    with pytest.raises(ValueError, match="feature rows"):
+        TextBatch.from_packed(text.kv_compact[:-1], text.lens)
+    with pytest.raises(ValueError, match="at least one token"):
+        TextBatch.from_packed(text.kv_compact[:0], [0])
 
 
 def test_the_inference_qk_normalisation_backpropagates():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,13 +38,29 @@ class TextBatch:
         """Pack per-prompt ``(len_i, C_t5)`` features."""
         if not features:
             raise ValueError("at least one prompt is needed")
-        lens = [int(f.shape[0]) for f in features]
+        return cls.from_packed(torch.cat(features), [int(f.shape[0]) for f in features], truncated)
+
+    @classmethod
+    def from_packed(
+        cls, kv_compact: torch.Tensor, lens: Sequence[int], truncated: list[bool] | None = None
+    ) -> TextBatch:
+        """Features already concatenated, ``(sum(lens), C_t5)``: the offsets come from ``lens`` on the host, so
+        nothing is read back from the device."""
+        lens = [int(n) for n in lens]
+        if not lens:
+            raise ValueError("at least one prompt is needed")
         if min(lens) < 1:
             raise ValueError(f"every prompt needs at least one token, got lengths {lens}")
+        if kv_compact.shape[0] != sum(lens):
+            raise ValueError(
+                f"{kv_compact.shape[0]} feature rows for prompts of lengths summing to {sum(lens)}"
+            )
         cu = F.pad(torch.tensor(lens, dtype=torch.int32).cumsum(0, dtype=torch.int32), (1, 0))
-        return cls(
-            torch.cat(features).float(), lens, cu.to(index_device(features[0].device)), list(truncated or [])
-        )
+        return cls(kv_compact.float(), lens, cu.to(index_device(kv_compact.device)), list(truncated or []))
+
+    def token_positions(self) -> list[int]:
+        """Each packed row's position within its prompt (host side: ``0 … len_i − 1`` per prompt)."""
+        return [j for n in self.lens for j in range(n)]
 
     @property
     def batch_size(self) -> int:
@@ -60,9 +77,10 @@ class TextBatch:
 
     def with_unconditional(self, cfg_uncond: torch.Tensor) -> TextBatch:
         """The CFG batch: conditional rows, then each prompt's ``cfg_uncond[:len_i]`` (official order)."""
-        uncond = [cfg_uncond[:n].to(self.kv_compact) for n in self.lens]
-        feats = [self.select(i) for i in range(self.batch_size)] + uncond
-        return TextBatch.from_features(feats)
+        # one gather of the rows cfg_uncond[:len_i] of every prompt (not one slice per prompt)
+        rows = torch.tensor(self.token_positions(), dtype=torch.long).to(cfg_uncond.device, non_blocking=True)
+        uncond = cfg_uncond.index_select(0, rows).to(self.kv_compact)
+        return TextBatch.from_packed(torch.cat([self.kv_compact, uncond]), self.lens + self.lens)
 
     def to(self, device: torch.device | str) -> TextBatch:
         return TextBatch(

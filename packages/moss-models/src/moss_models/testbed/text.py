@@ -128,16 +128,24 @@ class WordTextEncoder(nn.Module):
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError(f"prompts must be a non-empty list of strings, got {prompts!r:.200}")
         truncated = warn_truncated(list(prompts), [len(words_of(p)) + 1 for p in prompts], self.max_length)
-        ids = [torch.tensor(self.token_ids(p), dtype=torch.long, device=self.device) for p in prompts]
+        # the ids, the padding and the packing are laid out on the host and sent in one copy each: a training
+        # batch of 256 prompts would otherwise pay a copy and a slice (and its backward) per prompt
+        ids = [self.token_ids(p) for p in prompts]
         lens = [len(i) for i in ids]
-        if not self.layers:
-            flat = self.embedding(torch.cat(ids))  # one lookup for the batch, then split per prompt
-            return TextBatch.from_features(list(flat.split(lens)), truncated)
-        padded = nn.utils.rnn.pad_sequence(ids, batch_first=True)  # (B, L), 0-padded (masked below)
-        positions = torch.arange(padded.shape[1], device=self.device)
-        pad = positions[None, :] >= torch.tensor(lens, device=self.device)[:, None]
+        if not self.layers:  # one lookup for the batch, already packed
+            flat = torch.tensor([t for row in ids for t in row], dtype=torch.long)
+            return TextBatch.from_packed(
+                self.embedding(flat.to(self.device, non_blocking=True)), lens, truncated
+            )
+        width = max(lens)
+        padded = torch.tensor([row + [0] * (width - len(row)) for row in ids], dtype=torch.long)  # 0: masked
+        pad = torch.arange(width)[None, :] >= torch.tensor(lens)[:, None]
+        # the valid rows of the (B, L) output in order: the prompts' features concatenated
+        keep = torch.tensor([i * width + j for i, n in enumerate(lens) for j in range(n)], dtype=torch.long)
+        padded, pad, keep = (t.to(self.device, non_blocking=True) for t in (padded, pad, keep))
+        positions = torch.arange(width, device=self.device)
         x = self.context(self.embedding(padded) + self.position(positions), src_key_padding_mask=pad)
-        return TextBatch.from_features([row[:n] for row, n in zip(x, lens, strict=True)], truncated)
+        return TextBatch.from_packed(x.reshape(-1, x.shape[-1]).index_select(0, keep), lens, truncated)
 
     def start_context_as_identity(self) -> None:
         """Zero the positions and every layer's output projections: the encoder then returns exactly the word

@@ -151,10 +151,15 @@ def drop_conditions(text: TextBatch, cfg_uncond: torch.Tensor, drop: Sequence[bo
     CFG gives a prompt of that length at generation (``TextBatch.with_unconditional``)."""
     if len(drop) != text.batch_size:
         raise ValueError(f"drop has {len(drop)} entries for {text.batch_size} prompts")
-    feats = [
-        cfg_uncond[:n] if d else text.select(i) for i, (n, d) in enumerate(zip(text.lens, drop, strict=True))
-    ]
-    return TextBatch.from_features(feats, text.truncated)
+    # per packed row: its position in its prompt (the row of cfg_uncond it takes) and whether it is dropped,
+    # laid out on the host and sent in one copy, then one gather and one select (not a slice per prompt)
+    rows = torch.tensor(text.token_positions(), dtype=torch.long)
+    dropped = torch.tensor([bool(d) for n, d in zip(text.lens, drop, strict=True) for _ in range(n)])
+    device = text.kv_compact.device
+    rows, dropped = rows.to(cfg_uncond.device, non_blocking=True), dropped.to(device, non_blocking=True)
+    uncond = cfg_uncond.index_select(0, rows).to(device=device, dtype=text.kv_compact.dtype)
+    kv = torch.where(dropped[:, None], uncond, text.kv_compact)
+    return TextBatch.from_packed(kv, text.lens, text.truncated)
 
 
 def scale_loss_weights(grids: Sequence[Grid]) -> torch.Tensor:
