@@ -11,7 +11,12 @@ if command -v uv >/dev/null 2>&1 && uv sync --locked --offline -q 2>/dev/null; t
   env_note="the locked environment (uv sync --locked)"
 else
   if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    # once per machine: scripts that run side by side (train_testbed_gpu.sh with TAG) must not install into the
+    # same folder at once, so such a command runs `bash tools/device/env.sh` before it starts them
+    if [ ! -e /tmp/site/.moss-wheels ]; then
+      python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+          .whl/*.whl && touch /tmp/site/.moss-wheels
+    fi
     export PYTHONPATH=/tmp/site
   fi
   # The workspace packages run from source: nothing to build or resolve on a machine without an index.
