@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from moss_models import SamplingConfig
+from moss_models.infinity.transformer import TextKV
 from moss_models.infinity.vae import upsample_codes
 
 SCALE_OFFSETS = [0, 1, 5, 21, 57, 121, 265, 521]
@@ -115,3 +116,33 @@ def test_upsample_codes_is_the_releases_5d_trilinear_bit_for_bit(dtype, device):
         ref = F.interpolate(codes.unsqueeze(2), size=(1, *size), mode="trilinear").squeeze(2)
         out = upsample_codes(codes, size)
         assert torch.equal(out, ref) and out.stride() == ref.stride(), (h, w, size, layout)
+
+
+def test_text_kv_groups_are_the_per_row_slices():
+    """TextKV.build gathers each text length's rows in one index_select; the groups (and the gradients into the
+    packed keys and values) must be the per-row slices' stacked, exactly."""
+    torch.manual_seed(0)
+    lens = [3, 5, 3, 1, 5, 5, 2]
+    bounds = list(itertools.accumulate(lens, initial=0))
+    kv = torch.randn(bounds[-1], 2, 2, 4, requires_grad=True)
+    built = TextKV.build(kv, bounds)
+    seen = []
+    for rows, k, v in built.groups:
+        assert len({lens[r] for r in rows}) == 1
+        ref = torch.stack([kv.to(torch.bfloat16)[bounds[r] : bounds[r + 1]] for r in rows]).float()
+        ref_k, ref_v = ref.permute(2, 0, 3, 1, 4).unbind(0)
+        assert torch.equal(k, ref_k) and torch.equal(v, ref_v)
+        seen += rows
+    assert sorted(seen) == list(range(len(lens)))
+    weights = [(torch.randn_like(k), torch.randn_like(v)) for _, k, v in built.groups]
+    sum(
+        ((k * wk).sum() + (v * wv).sum()) for (_, k, v), (wk, wv) in zip(built.groups, weights, strict=True)
+    ).backward()
+    grad, kv.grad = kv.grad.clone(), None
+    total = 0
+    for (rows, _, _), (wk, wv) in zip(built.groups, weights, strict=True):
+        ref = torch.stack([kv.to(torch.bfloat16)[bounds[r] : bounds[r + 1]] for r in rows]).float()
+        ref_k, ref_v = ref.permute(2, 0, 3, 1, 4).unbind(0)
+        total = total + (ref_k * wk).sum() + (ref_v * wv).sum()
+    total.backward()
+    assert torch.equal(grad, kv.grad)

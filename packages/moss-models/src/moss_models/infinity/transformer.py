@@ -76,8 +76,12 @@ class TextKV:
         for r in range(len(bounds) - 1):
             by_length.setdefault(bounds[r + 1] - bounds[r], []).append(r)
         groups = []
-        for rows in by_length.values():
-            part = torch.stack([kv16[bounds[r] : bounds[r + 1]] for r in rows]).to(compute)  # (G, L, 2, H, c)
+        for length, rows in by_length.items():
+            # one gather per length, its indices laid out on the host (a slice per row cost a training batch of 256
+            # prompts a slice and its backward per row and block)
+            index = torch.tensor([bounds[r] + j for r in rows for j in range(length)], dtype=torch.long)
+            part = kv16.index_select(0, index.to(kv.device, non_blocking=True))
+            part = part.view(len(rows), length, *kv.shape[1:]).to(compute)  # (G, L, 2, H, c)
             k, v = part.permute(2, 0, 3, 1, 4).contiguous().unbind(0)  # (G, H, L, c) each
             groups.append((tuple(rows), k, v))
         return cls(tuple(groups), len(bounds) - 1, kv.dtype)
