@@ -11,6 +11,10 @@ the fine ones, which draw their outlines. This is the paper's drafter/refiner sp
 
     uv run python benchmarks/testbed_oracle.py                        # shipped weights, 100 prompts of seed 1
     uv run python benchmarks/testbed_oracle.py --checkpoints outputs/testbed --forced 0 3 5 --prompts 50
+    uv run python benchmarks/testbed_oracle.py --forced 9 --skip 1    # the truth up to 13², the last scale skipped
+
+``--skip K`` stops the generation K scales early and decodes the running sum (the ``skipK`` method): with ``N = S − K``
+it tells what the model's last K scales add to a perfect draft.
 
 Writes ``--out`` (JSON: settings, and per N the overall and per-task scores) and prints a Markdown table.
 """
@@ -72,21 +76,34 @@ def scene_bits(family: Any, scenes: list[dict[str, Any]], resolution: int) -> li
 
 
 def oracle_images(
-    model: Any, prompts: list[Any], forced: int, seed: int, sampling: dict[str, Any] | None = None
+    model: Any,
+    prompts: list[Any],
+    forced: int,
+    seed: int,
+    sampling: dict[str, Any] | None = None,
+    skip: int = 0,
 ) -> np.ndarray:
-    """``(B, H, W, 3)`` uint8 images of ``prompts`` with their first ``forced`` scales from the ground truth."""
+    """``(B, H, W, 3)`` uint8 images of ``prompts`` with their first ``forced`` scales from the ground truth (and
+    the last ``skip`` scales not drawn: method ``skip{skip}``)."""
     from moss_models.core import NextScaleGenerator
 
     family = model.family
     resolution = model.default_resolution
     bits = scene_bits(family, [p.scene_dict for p in prompts], resolution)
     oracle = NextScaleGenerator(OracleScales(family, bits, forced), default_resolution=resolution)
-    out = oracle([p.prompt for p in prompts], method="off", seed=seed, **(sampling or {}))
+    method = f"skip{skip}" if skip else "off"
+    out = oracle([p.prompt for p in prompts], method=method, seed=seed, **(sampling or {}))
     return out.result.images.cpu().numpy()
 
 
 def run(
-    checkpoints: str | None, n_prompts: int, prompt_seed: int, forced: list[int], batch: int, seed: int
+    checkpoints: str | None,
+    n_prompts: int,
+    prompt_seed: int,
+    forced: list[int],
+    batch: int,
+    seed: int,
+    skip: int = 0,
 ) -> dict[str, Any]:
     import moss_models
 
@@ -99,7 +116,8 @@ def run(
         per_image = []
         for start in range(0, len(prompts), batch):
             chunk = prompts[start : start + batch]
-            for p, img in zip(chunk, oracle_images(model, chunk, n, seed + start), strict=True):
+            images = oracle_images(model, chunk, n, seed + start, skip=skip)
+            for p, img in zip(chunk, images, strict=True):
                 per_image.append(
                     {"tag": p.tag, "correct": score_image(detector.detect(img), p.scene_dict)[0]}
                 )
@@ -117,6 +135,7 @@ def run(
         "prompts": n_prompts,
         "prompt_seed": prompt_seed,
         "seed": seed,
+        "skip": skip,
         "sides": sides,
         "threads": torch.get_num_threads(),
         "rows": rows,
@@ -130,6 +149,8 @@ def markdown(result: dict[str, Any]) -> str:
     for row in result["rows"]:
         n = row["forced"]
         what = "none (plain generation)" if n == 0 else f"{n} (sides up to {sides[n - 1]})"
+        if result.get("skip"):
+            what += f", last {result['skip']} skipped"
         tasks = " | ".join(f"{row['tasks'].get(t, float('nan')):.2f}" for t in TASKS)
         lines.append(f"| {what} | {row['overall']:.3f} | {tasks} |")
     return "\n".join(lines)
@@ -145,19 +166,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--forced", type=int, nargs="+", default=list(range(len(TESTBED_SIDES) + 1)))
     parser.add_argument("--batch", type=int, default=25)
     parser.add_argument("--seed", type=int, default=1000, help="image i of batch b gets seed + b·batch + i")
+    parser.add_argument("--skip", type=int, default=0, help="scales left undrawn at the end (method skipK)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write (atomically)")
     args = parser.parse_args(argv)
     if args.prompts < 1 or args.batch < 1:
         parser.error(f"--prompts {args.prompts} and --batch {args.batch} must be at least 1")
     # model=testbed loads only exports of the shipped schedule, so its scale count is known before loading
-    bad = [n for n in args.forced if not 0 <= n <= len(TESTBED_SIDES)]
+    if not 0 <= args.skip < len(TESTBED_SIDES):
+        parser.error(f"--skip {args.skip} must be between 0 and {len(TESTBED_SIDES) - 1}")
+    drawn = len(TESTBED_SIDES) - args.skip
+    bad = [n for n in args.forced if not 0 <= n <= drawn]
     if bad:
         parser.error(
-            f"--forced {bad}: each N must be between 0 and the testbed's {len(TESTBED_SIDES)} scales"
+            f"--forced {bad}: each N must be between 0 and the {drawn} scales drawn "
+            f"(the testbed's {len(TESTBED_SIDES)}, less --skip {args.skip})"
         )
     torch.set_num_threads(args.threads)
-    result = run(args.checkpoints, args.prompts, args.prompt_seed, args.forced, args.batch, args.seed)
+    result = run(
+        args.checkpoints, args.prompts, args.prompt_seed, args.forced, args.batch, args.seed, args.skip
+    )
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         tmp = args.out.with_name(args.out.name + ".tmp")

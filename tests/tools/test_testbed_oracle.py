@@ -94,8 +94,23 @@ def test_cli_writes_scores_and_refuses_bad_settings(model, tmp_path, capsys):
     ]
     assert result["rows"][1]["overall"] == pytest.approx(summarize(rows)["overall"])
     assert f"| {S} (sides up to {TESTBED_SIDES[-1]}) |" in capsys.readouterr().out
-    for argv, what in ((["--forced", str(S + 1)], "--forced"), (["--prompts", "0"], "--prompts")):
+    bad = (
+        (["--forced", str(S + 1)], "--forced"),
+        (["--prompts", "0"], "--prompts"),
+        (["--skip", str(S)], "--skip"),
+        (["--skip", "1", "--forced", str(S)], "--forced"),
+    )
+    for argv, what in bad:
         with pytest.raises(SystemExit) as exit_info:
             oracle.main(argv)
         assert exit_info.value.code == 2
         assert what in capsys.readouterr().err
+
+
+def test_skipped_last_scales_decode_the_running_sum_of_the_truth(model, prompts):
+    """--skip K with N = S − K: the ground truth's scales up to S − K and nothing after them, the same image
+    whatever the seed, and not the reconstruction (the last scales are missing)."""
+    a = oracle.oracle_images(model, prompts, S - 1, seed=0, skip=1)
+    b = oracle.oracle_images(model, prompts, S - 1, seed=7, skip=1)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, oracle.oracle_images(model, prompts, S, seed=0))
