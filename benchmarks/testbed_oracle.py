@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ import torch
 
 from moss_eval.quality.shapes import TASKS, ShapeDetector, evaluation_prompts, score_image, summarize
 from moss_eval.quality.shapes.scene import render, scene_from_dict
+from moss_eval.records import atomic_write_text
 from moss_models.testbed import TESTBED_SIDES
 
 
@@ -188,9 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_name(args.out.name + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        os.replace(tmp, args.out)
+        atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(markdown(result))
     return 0
 
