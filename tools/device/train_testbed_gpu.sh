@@ -39,7 +39,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 export PYTHONUNBUFFERED=1 WANDB_MODE=disabled
 OUT=${OUT:-outputs/device-train}
-mkdir -p "$OUT"
+mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)  # absolute: the copies below run from the run folder
 TAG=${TAG:-}
 name=testbed-gpu${TAG:+-$TAG}
 exec > >(tee "$OUT/$name.log") 2>&1
