@@ -16,19 +16,16 @@ import time
 
 import torch
 from safetensors.torch import load_file
-from torch.utils.data import DataLoader
 
 from moss_eval.quality.shapes import ShapesDataset, collate_shapes, vocabulary
-from moss_models.testbed import make_spec, transformer_losses
-from moss_models.testbed.trained import WEIGHTS_DIR
-from moss_run.train import StreamSampler, TransformerStage, step_generator
+from moss_models.testbed import VAE_FILE, WEIGHTS_DIR, make_spec, transformer_losses
+from moss_run.train import ShapesStream, TransformerStage, step_generator
 
 
 def time_loader(batch: int, workers: int, batches: int) -> float:
-    ds = ShapesDataset(8, 128, 10**6)
-    dl = DataLoader(ds, batch, sampler=StreamSampler(len(ds)), collate_fn=collate_shapes, num_workers=workers,
-                    persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())  # fmt: skip
-    it = iter(dl)
+    # the training run's own loader (tools/moss_run/train.py), from the start of the stream
+    stream = ShapesStream(8, 128, 10**6, batch, workers, pin=torch.cuda.is_available())
+    it = iter(stream.train_dataloader())
     next(it)  # the workers' start
     start = time.perf_counter()
     for _ in range(batches):
@@ -54,7 +51,7 @@ def main() -> None:
 
     spec = make_spec(None, None)
     settings = {"lr": 2e-3, "warmup": 0, "steps": 100, "weight_decay": 0.01, "cond_drop": 0.1}
-    vae = load_file(str(WEIGHTS_DIR / "vae.safetensors"))
+    vae = load_file(str(WEIGHTS_DIR / VAE_FILE))
     module = TransformerStage(spec, settings, 0, vae, vocabulary()).to(dev)
     opt = torch.optim.AdamW(module.trainable(), lr=2e-3)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
