@@ -39,7 +39,7 @@ from moss_eval.quality.shapes import (
     validate_on_dataset,
     vocabulary,
 )
-from moss_eval.quality.shapes.scene import MARGIN
+from moss_eval.quality.shapes.scene import CANONICAL_JITTER, MARGIN
 from moss_eval.records import ImageRecord, RunDirectory
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -159,8 +159,47 @@ def test_ordered_layout_puts_unrelated_objects_in_caption_order_and_changes_noth
             assert a == b
     assert seen >= 10
     assert ShapesDataset(3, 64)[5][2] == random_[5][2]  # random is the default
-    with pytest.raises(ValueError, match=r"layout='grid': expected one of \('random', 'ordered'\)"):
+    with pytest.raises(
+        ValueError, match=r"layout='grid': expected one of \('random', 'ordered', 'canonical'\)"
+    ):
         ShapesDataset(0, 64, layout="grid")
+
+
+def test_canonical_layout_puts_every_object_in_a_slot_its_caption_fixes():
+    random_, canonical = ShapesDataset(5, 64), ShapesDataset(5, 64, layout="canonical")
+    kinds = set()
+    for i in range(300):
+        a, b = random_.scene(i), canonical.scene(i)
+        assert caption(a) == caption(b) and a.background == b.background  # only the placement differs
+        assert [(o.shape, o.color) for o in a.objects] == [(o.shape, o.color) for o in b.objects]
+        objs = b.objects
+        for o in objs:  # inside the border, MARGIN apart from each other
+            assert (
+                min(o.cx, o.cy) - o.size / 2 >= MARGIN - 1e-6
+                and max(o.cx, o.cy) + o.size / 2 <= 1 - MARGIN + 1e-6
+            )
+        for x in range(len(objs)):
+            for y in range(x):
+                p, q = objs[x], objs[y]
+                gap = (p.size + q.size) / 2 + MARGIN - 1e-3
+                assert abs(p.cx - q.cx) >= gap or abs(p.cy - q.cy) >= gap
+        n = len(objs)
+        if b.relation is None and n <= 3:  # a row in caption order, through the middle
+            kinds.add(n)
+            slots = [MARGIN + (k + 0.5) * (1 - 2 * MARGIN) / n for k in range(n)]
+            assert all(abs(o.cx - s) <= CANONICAL_JITTER + 1e-4 for o, s in zip(objs, slots, strict=True))
+            assert all(abs(o.cy - 0.5) <= CANONICAL_JITTER + 1e-4 for o in objs)
+        elif b.relation is not None and n == 2:  # the stated relation, each in the middle of its half
+            kinds.add("relation")
+            first, rel, second = b.relation
+            p, q = objs[first], objs[second]
+            axis = "cx" if rel in ("left of", "right of") else "cy"
+            sign = 1 if rel in ("left of", "above") else -1
+            assert sign * (getattr(q, axis) - getattr(p, axis)) > 0.4
+    assert kinds == {1, 2, 3, "relation"}
+    # the same scene twice: only sizes and jitter vary, so the coarse layout is the caption's
+    task_scenes = [sample_scene(np.random.default_rng([9, i]), "two_object", "canonical") for i in range(20)]
+    assert max(abs(s.objects[0].cx - 0.27) for s in task_scenes) <= CANONICAL_JITTER + 1e-4
 
 
 def test_evaluation_prompts_cover_the_tasks_and_are_prefix_stable():

@@ -451,7 +451,10 @@ def test_stages_checkpoint_export_and_resume(tmp_path):
     [
         (["stage=decoder"], "stage='decoder' is not allowed"),
         (["data.size=64"], r"data.size=64 does not match the testbed: .* = 128"),
-        (["data.layout=grid"], r"data.layout='grid' is not allowed: one of \['random', 'ordered'\]"),
+        (
+            ["data.layout=grid"],
+            r"data.layout='grid' is not allowed: one of \['random', 'ordered', 'canonical'\]",
+        ),
         (["vae.crop=20"], r"vae.crop=20 is not allowed: null or a multiple of 8"),
         (["transformer.cond_drop=2", "stage=transformer"], r"transformer.cond_drop=2 is not allowed"),
         (

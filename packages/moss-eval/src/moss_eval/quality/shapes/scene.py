@@ -83,10 +83,14 @@ MAX_COUNT = 3  # objects per group
 MAX_OBJECTS = 6  # per scene: keeps objects large enough to be drawn and detected at 128 px
 MARGIN = 0.04  # free space between object boxes and around the border (fraction of the side)
 HALF_GAP = 0.03  # a relation puts its groups in opposite halves, this far from the middle line
-#: how a training scene places the objects of a caption that states no relation: ``random`` anywhere (what the
-#: evaluation prompts' scenes do); ``ordered`` two or three objects in caption order, left to right, one vertical
-#: strip each, so a caption decides its layout's coarse structure (see :func:`sample_scene`)
-LAYOUTS = ("random", "ordered")
+#: how a training scene places its objects: ``random`` anywhere (what the evaluation prompts' scenes do);
+#: ``ordered`` two or three objects of a caption without a relation in caption order, left to right, one vertical
+#: strip each; ``canonical`` every object in a slot fixed by the caption (its group, the group's count and the
+#: relation), so the caption decides the whole coarse layout (see :func:`sample_scene`)
+LAYOUTS = ("random", "ordered", "canonical")
+CANONICAL_JITTER = (
+    0.03  # at most this far (fraction of the side) from its slot's centre: a third of an 8-px token
+)
 
 
 # ---------------------------------------------------------------------------------------------- data classes
@@ -465,6 +469,8 @@ def _layout(
         specs += [(shape, color)] * count
         regions += [region] * count
     n = len(specs)
+    if layout == "canonical":
+        return _canonical(rng, group_specs, specs, rel_regions)
     if layout == "ordered" and relation is None and 2 <= n <= 3:  # one strip per object, in caption order
         width = (1 - 2 * MARGIN) / n
         regions = [(MARGIN + k * width, MARGIN, MARGIN + (k + 1) * width, 1 - MARGIN) for k in range(n)]
@@ -474,8 +480,7 @@ def _layout(
     # twentieth of a 4² scale's token hardly tilts that token's bits, so whether it is there at all is decided
     # token by token. Crowded training scenes (4-6 objects) shrink towards the floor, which keeps a star
     # detectable at 128 px (about 15 px).
-    hi = {1: 0.42, 2: 0.36, 3: 0.3}.get(n, 0.24 if n == 4 else 0.2)
-    lo = 0.24 if n <= 2 else 0.2 if n == 3 else 0.13
+    lo, hi = _size_range(n)
     for attempt in range(60):
         placed = _place(rng, specs, regions, (lo, hi))
         if placed is not None:
@@ -485,6 +490,61 @@ def _layout(
             lo = max(0.12, lo * 0.95)
             hi = max(hi, lo)
     raise RuntimeError(f"could not place {n} objects without overlap: {group_specs} (relation {relation})")
+
+
+def _size_range(n: int) -> tuple[float, float]:
+    """The object sizes (longer box side, fraction of the image side) of a scene of ``n`` objects."""
+    hi = {1: 0.42, 2: 0.36, 3: 0.3}.get(n, 0.24 if n == 4 else 0.2)
+    lo = 0.24 if n <= 2 else 0.2 if n == 3 else 0.13
+    return lo, hi
+
+
+def _slots(region: tuple[float, ...], k: int) -> tuple[list[tuple[float, float]], float]:
+    """``k`` slot centres in ``region`` ``(x0, y0, x1, y1)``, in reading order, and the largest object a slot
+    holds with :data:`MARGIN` to its neighbours: up to three in a row along the region's longer side, more in two
+    rows."""
+    x0, y0, x1, y1 = region
+    w, h = x1 - x0, y1 - y0
+    if k <= 3:
+        cols, rows = (k, 1) if w >= h else (1, k)
+    else:
+        cols, rows = -(-k // 2), 2
+    cw, ch = w / cols, h / rows
+    centres = [(x0 + (j % cols + 0.5) * cw, y0 + (j // cols + 0.5) * ch) for j in range(k)]
+    return centres, min(cw, ch) - MARGIN
+
+
+def _canonical(
+    rng: np.random.Generator,
+    group_specs: Sequence[tuple[str, str, int]],
+    specs: Sequence[tuple[str, str]],
+    rel_regions: tuple[tuple[float, ...], tuple[float, ...]] | None,
+) -> list[ShapeObject]:
+    """Every object in a slot the caption fixes: with a relation, each group in its half (a row or column of its
+    count); without, all objects in caption order, a row of up to three, else two rows. Only the sizes and a
+    jitter of at most :data:`CANONICAL_JITTER` inside the slot are random, so boxes stay :data:`MARGIN` apart."""
+    full = (MARGIN, MARGIN, 1 - MARGIN, 1 - MARGIN)
+    if rel_regions is None:
+        centres, cap = _slots(full, len(specs))
+    else:
+        if len(group_specs) != 2:  # sample_scene states relations between two groups only
+            raise ValueError(f"a relation needs two groups, got {len(group_specs)}: {group_specs}")
+        centres, caps = [], []
+        for g, (_, _, count) in enumerate(group_specs):
+            c, cap_g = _slots(rel_regions[g], count)
+            centres += c
+            caps.append(cap_g)
+        cap = min(caps)
+    lo, hi = _size_range(len(specs))
+    hi = min(hi, cap)
+    lo = min(lo, hi)
+    placed = []
+    for (shape, color), (cx, cy) in zip(specs, centres, strict=True):
+        s = float(rng.uniform(lo, hi))
+        j = min(CANONICAL_JITTER, (cap - s) / 2)
+        dx, dy = (float(v) for v in rng.uniform(-j, j, size=2))
+        placed.append(ShapeObject(shape, color, round(cx + dx, 4), round(cy + dy, 4), round(s, 4)))
+    return placed
 
 
 def _distinct_groups(
@@ -514,9 +574,11 @@ def sample_scene(rng: np.random.Generator, task: str | None = None, layout: str 
     different shapes; ``counting`` one group of 2 or 3; ``colors`` two objects of the same shape in different
     colours; ``position`` two objects of different shapes in a stated relation.
 
-    ``layout`` (one of :data:`LAYOUTS`) places the objects of a scene without a relation: ``random`` anywhere;
-    ``ordered`` two or three objects in caption order, left to right, one vertical strip of the picture each
-    (other scenes as ``random``). The captions and the draws before the placement are the same either way.
+    ``layout`` (one of :data:`LAYOUTS`) places the objects: ``random`` anywhere (a relation's groups in their
+    halves); ``ordered`` as ``random``, but two or three objects without a relation in caption order, left to
+    right, one vertical strip of the picture each; ``canonical`` each object in a slot the caption fixes (a row of
+    up to three in caption order, two rows for more; with a relation, each group in its half), sizes and a small
+    jitter random. The captions and the draws before the placement are the same in every layout.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
