@@ -88,9 +88,9 @@ HALF_GAP = 0.03  # a relation puts its groups in opposite halves, this far from 
 #: strip each; ``canonical`` every object in a slot fixed by the caption (its group, the group's count and the
 #: relation), so the caption decides the whole coarse layout (see :func:`sample_scene`)
 LAYOUTS = ("random", "ordered", "canonical")
-CANONICAL_JITTER = (
-    0.03  # at most this far (fraction of the side) from its slot's centre: a third of an 8-px token
-)
+# at most this far (fraction of the side) from its slot's centre: a third of an 8-px token
+CANONICAL_JITTER = 0.03
+FULL_REGION = (MARGIN, MARGIN, 1 - MARGIN, 1 - MARGIN)  # (x0, y0, x1, y1): the picture less its border
 
 
 # ---------------------------------------------------------------------------------------------- data classes
@@ -462,10 +462,9 @@ def _layout(
     layout: str = "random",
 ) -> list[ShapeObject]:
     specs, regions = [], []
-    full = (MARGIN, MARGIN, 1 - MARGIN, 1 - MARGIN)
     rel_regions = _relation_regions(relation) if relation is not None else None
     for g, (shape, color, count) in enumerate(group_specs):
-        region = rel_regions[g] if rel_regions is not None and g < 2 else full
+        region = rel_regions[g] if rel_regions is not None and g < 2 else FULL_REGION
         specs += [(shape, color)] * count
         regions += [region] * count
     n = len(specs)
@@ -523,9 +522,8 @@ def _canonical(
     """Every object in a slot the caption fixes: with a relation, each group in its half (a row or column of its
     count); without, all objects in caption order, a row of up to three, else two rows. Only the sizes and a
     jitter of at most :data:`CANONICAL_JITTER` inside the slot are random, so boxes stay :data:`MARGIN` apart."""
-    full = (MARGIN, MARGIN, 1 - MARGIN, 1 - MARGIN)
     if rel_regions is None:
-        centres, cap = _slots(full, len(specs))
+        centres, cap = _slots(FULL_REGION, len(specs))
     else:
         if len(group_specs) != 2:  # sample_scene states relations between two groups only
             raise ValueError(f"a relation needs two groups, got {len(group_specs)}: {group_specs}")
