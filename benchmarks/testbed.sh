@@ -12,7 +12,9 @@ TAG=${1:-$(date +%F)}
 METHODS=off,k2,k3,k4,k5,skip1,skip2,fastvar,fastervar
 OUT=benchmarks/results/testbed
 SWEEP=outputs/multiruns/testbed-methods-$TAG
+BENCH=outputs/bench-testbed-$TAG
 mkdir -p "$OUT"
+rm -rf "$BENCH"
 
 uv run python tools/run.py -m model=testbed moss=$METHODS data=shapes data.samples_per_prompt=1 \
     generation.batch_size=25 'eval=[shapes,fidelity]' logger=none hydra.sweep.dir="$SWEEP"
@@ -20,7 +22,11 @@ uv run python tools/summarize.py "$SWEEP" --no-wandb --grid-rows 6 --out "$OUT/m
 
 uv run python tools/bench.py model=testbed "bench.moss=[$METHODS]" bench.threads=1 bench.repeats=10 \
     bench.warmup=2 'bench.prompts=[a blue star above a red circle on a striped background,two purple circles on a noisy background,a green diamond and a red triangle on a checkered background,three yellow squares on a plain background]' \
-    bench.out_dir="$OUT"
+    bench.out_dir="$BENCH"
+# tools/bench.py names its files by the day; the tag names this table's (two tables of one day stay apart)
+for f in "$BENCH"/*-testbed-*.json "$BENCH"/*-testbed-*.md; do
+  n=$(basename "$f"); mv "$f" "$OUT/${n%-????-??-??.*}-$TAG.${n##*.}"
+done
 
 uv run python tools/analyze.py data=shapes data.limit=50 data.samples_per_prompt=1 analyze.heatmaps=4 \
     hydra.run.dir="$OUT/analysis-$TAG"

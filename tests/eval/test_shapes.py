@@ -165,6 +165,30 @@ def test_ordered_layout_puts_unrelated_objects_in_caption_order_and_changes_noth
         ShapesDataset(0, 64, layout="grid")
 
 
+def test_relation_rate_changes_only_whether_two_groups_state_a_relation():
+    usual, related, never = (
+        ShapesDataset(4, 64, layout="canonical", relation_rate=r) for r in (0.5, 1.0, 0.0)
+    )
+    assert ShapesDataset(4, 64, layout="canonical").scene(7) == usual.scene(7)  # 0.5 is the default
+    n_two = n_rel = 0
+    for i in range(200):
+        a, b, c = usual.scene(i), related.scene(i), never.scene(i)
+        assert a.background == b.background == c.background  # the same draws at any rate
+        assert [(o.shape, o.color) for o in a.objects] == [(o.shape, o.color) for o in b.objects]
+        assert [(o.shape, o.color) for o in a.objects] == [(o.shape, o.color) for o in c.objects]
+        assert c.relation is None
+        if len(groups(b)) == 2:
+            n_two += 1
+            assert b.relation is not None  # rate 1: every two-group scene states one
+        else:
+            assert a == b == c  # one or three groups never state a relation: nothing else changes
+        n_rel += a.relation is not None
+    assert n_two > 40 and 0.3 * n_two < n_rel < 0.7 * n_two
+    for bad in (-0.1, 1.5, True, "0.5"):
+        with pytest.raises(ValueError, match=r"relation_rate=.*: expected a probability in \[0, 1\]"):
+            ShapesDataset(0, 64, relation_rate=bad)
+
+
 def test_canonical_layout_puts_every_object_in_a_slot_its_caption_fixes():
     random_, canonical = ShapesDataset(5, 64), ShapesDataset(5, 64, layout="canonical")
     kinds = set()

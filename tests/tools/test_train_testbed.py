@@ -455,6 +455,7 @@ def test_stages_checkpoint_export_and_resume(tmp_path):
             ["data.layout=grid"],
             r"data.layout='grid' is not allowed: one of \['random', 'ordered', 'canonical'\]",
         ),
+        (["data.relation_rate=1.5"], r"data.relation_rate=1.5 is not allowed: a number >= 0.0 and <= 1.0"),
         (["vae.crop=20"], r"vae.crop=20 is not allowed: null or a multiple of 8"),
         (["transformer.cond_drop=2", "stage=transformer"], r"transformer.cond_drop=2 is not allowed"),
         (

@@ -31,7 +31,9 @@
 # runs can share one machine; the command then runs `bash tools/device/env.sh` first and gives each WORKERS); WORKERS
 # (the scene-rendering processes: 6, or all cores but two on a smaller machine; on the H200 6 workers fed a batch
 # of 256 in 0.054 s and 14 in 0.127 s); SCORE (1; 0: no scoring here, the export is scored on CPU);
-# PACK (0; 1: see above). Two recipes side by side on one H200, each with 6 workers:
+# PACK (0; 1: see above); STEPS (a fixed number of steps: no sizing from the probe, which on 2026-12-04 measured
+# 0.73-0.85 s/step where the run then took 0.34-0.36, its 30 steps being mostly warm-up; BUDGET_S still sets the
+# backstop); EXTRA (more train_testbed.py overrides, split on spaces, e.g. data.relation_rate=0.8). Two recipes side by side on one H200, each with 6 workers:
 #   bash tools/device/env.sh; TAG=a … bash tools/device/train_testbed_gpu.sh & TAG=b ARCH='{…}' … bash …; wait
 # For a check of the script itself on a machine without a GPU: ACCELERATOR=cpu BUDGET_S=10 BATCH=4 N_TEST=5
 # N_SEED1=5 (the scores then mean nothing).
@@ -54,6 +56,8 @@ rm -rf "$RUN" "$PROBE"
 common=(stage=transformer "train.accelerator=$ACCELERATOR" transformer.precision=bf16-mixed "transformer.batch_size=$BATCH"
         "transformer.lr=$LR" "transformer.warmup=$WARMUP" "data.seed=$DATA_SEED" "data.workers=$WORKERS"
         train.progress_bar=false threads=2)
+read -r -a extra <<< "${EXTRA:-}"
+common+=("${extra[@]}")
 if [ "$INIT" = none ]; then
   common+=(transformer.init_from=null)
   [ -n "$ARCH" ] && common+=("model.arch=$ARCH")
@@ -64,6 +68,11 @@ else
   common+=("transformer.init_from=$INIT")
 fi
 
+STEPS=${STEPS:-}
+if [ -n "$STEPS" ]; then
+  steps=$STEPS
+  echo "== $steps steps (STEPS), no probe"
+else
 echo "== probe: 30 steps on $ACCELERATOR, batch $BATCH, $WORKERS data workers"
 timeout 100 "${PY[@]}" tools/train_testbed.py "${common[@]}" transformer.steps=30 train.log_every=5 \
     train.ckpt_every=1000 "out_dir=$PROBE" hydra.run.dir="$PROBE/hydra" || { echo "probe failed"; exit 1; }
@@ -75,6 +84,7 @@ PY
 )
 steps=$("${PY[@]}" -c "print(max(100, int($BUDGET_S / $step_s)))")
 echo "== probe: $step_s s/step -> $steps steps in ${BUDGET_S} s ($(( steps * BATCH )) scenes)"
+fi
 
 # backstops: the fit stops (and exports) 40 s past the budget; the whole command must end inside the device
 # tool's 10 minutes, or nothing comes back

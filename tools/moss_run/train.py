@@ -147,6 +147,7 @@ def check_settings(cfg: DictConfig) -> ModelSpec:
     layout = OmegaConf.select(cfg, "data.layout")
     if layout not in LAYOUTS:
         raise UserError(f"data.layout={layout!r} is not allowed: one of {list(LAYOUTS)}")
+    _float(cfg, "data.relation_rate", 0.0, 1.0)
     accelerator = OmegaConf.select(cfg, "train.accelerator")
     if accelerator not in ACCELERATORS:
         raise UserError(f"train.accelerator={accelerator!r} is not allowed: one of {list(ACCELERATORS)}")
@@ -224,10 +225,10 @@ class StreamSampler(Sampler[int]):
 class ShapesStream(L.LightningDataModule):
     def __init__(
         self, seed: int, size: int, length: int, batch_size: int, workers: int = 0, pin: bool = False,
-        layout: str = "random",
+        layout: str = "random", relation_rate: float = 0.5,
     ):  # fmt: skip
         super().__init__()
-        self.dataset = ShapesDataset(seed, size, length, layout)
+        self.dataset = ShapesDataset(seed, size, length, layout, relation_rate)
         self.batch_size, self.workers, self.pin = batch_size, workers, pin
 
     def train_dataloader(self) -> DataLoader:
@@ -492,7 +493,8 @@ def run_training(cfg: DictConfig) -> dict:
         else:
             load_into(module.text, text_state, "init_from text encoder")
     data = ShapesStream(cfg.data.seed, cfg.data.size, cfg.data.length, images_per_step(settings),
-                        cfg.data.workers, pin=cfg.train.accelerator == "gpu", layout=cfg.data.layout)  # fmt: skip
+                        cfg.data.workers, pin=cfg.train.accelerator == "gpu", layout=cfg.data.layout,
+                        relation_rate=cfg.data.relation_rate)  # fmt: skip
     logger = instantiate(cfg.logger) if cfg.get("logger") and "_target_" in cfg.logger else False
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, every_n_train_steps=cfg.train.ckpt_every)
     trainer = L.Trainer(

@@ -60,7 +60,7 @@ from moss_models.core.checkpoints import (
 )
 from moss_models.infinity import CheckpointNotFoundError
 
-__version__ = "0.8.0"
+__version__ = "0.9.0"
 
 __all__ = [
     "MODELS",

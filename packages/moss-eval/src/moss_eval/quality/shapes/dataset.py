@@ -15,21 +15,30 @@ __all__ = ["ShapesDataset", "collate_shapes"]
 
 class ShapesDataset(Dataset):
     """Item ``i`` is ``(image, caption, scene_dict)``: ``image`` a float32 ``(3, size, size)`` tensor in ``[-1, 1]``,
-    the scene drawn by :func:`~.scene.sample_scene` (with ``layout``) from ``numpy.random.default_rng([seed, i])`` alone, so items
-    are random-access and deterministic in ``(seed, i)`` (training resumes at any index, workers need no shared
+    the scene drawn by :func:`~.scene.sample_scene` (with ``layout`` and ``relation_rate``) from
+    ``numpy.random.default_rng([seed, i])`` alone, so items are random-access and deterministic in ``(seed, i)`` (training resumes at any index, workers need no shared
     state). ``length`` is what ``len()`` reports (samplers need a length); indices past it are defined too.
 
     Use :func:`collate_shapes` as the DataLoader's ``collate_fn``: scene dicts hold lists of varying length,
     which torch's default collate rejects.
     """
 
-    def __init__(self, seed: int, size: int = 128, length: int = 1_000_000, layout: str = "random"):
+    def __init__(
+        self, seed: int, size: int = 128, length: int = 1_000_000, layout: str = "random",
+        relation_rate: float = 0.5,
+    ):  # fmt: skip
         for key, value, low in (("seed", seed, 0), ("size", size, 8), ("length", length, 1)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"ShapesDataset {key}={value!r}: expected an int >= {low}")
         if layout not in LAYOUTS:
             raise ValueError(f"ShapesDataset layout={layout!r}: expected one of {LAYOUTS}")
+        rate_ok = isinstance(relation_rate, int | float) and not isinstance(relation_rate, bool)
+        if not (rate_ok and 0.0 <= relation_rate <= 1.0):
+            raise ValueError(
+                f"ShapesDataset relation_rate={relation_rate!r}: expected a probability in [0, 1]"
+            )
         self.seed, self.size, self.length, self.layout = seed, size, length, layout
+        self.relation_rate = float(relation_rate)
 
     def __len__(self) -> int:
         return self.length
@@ -39,7 +48,9 @@ class ShapesDataset(Dataset):
         i = int(i)
         if i < 0:
             raise IndexError(f"ShapesDataset index {i} is negative (items are indexed from 0)")
-        return sample_scene(np.random.default_rng([self.seed, i]), layout=self.layout)
+        return sample_scene(
+            np.random.default_rng([self.seed, i]), layout=self.layout, relation_rate=self.relation_rate
+        )
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, str, dict[str, Any]]:
         scene = self.scene(i)

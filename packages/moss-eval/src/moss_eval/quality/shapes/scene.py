@@ -562,12 +562,15 @@ def _distinct_groups(
     return pairs
 
 
-def sample_scene(rng: np.random.Generator, task: str | None = None, layout: str = "random") -> Scene:
+def sample_scene(
+    rng: np.random.Generator, task: str | None = None, layout: str = "random", relation_rate: float = 0.5
+) -> Scene:
     """A random scene drawn from ``rng`` alone.
 
     ``task=None`` (training): 1, 2 or 3 groups (probabilities 0.4 / 0.4 / 0.2), each of 1-3 objects (0.6 / 0.25 /
     0.15; at most :data:`MAX_OBJECTS` in all), shape and colour pairs distinct; two-group scenes state a relation
-    half of the time. This covers every evaluation task. A task name from :data:`TASKS` draws a scene of that
+    with probability ``relation_rate`` (0.5: a fifth of all scenes; the draws are the same at any rate, so only
+    that choice changes). This covers every evaluation task. A task name from :data:`TASKS` draws a scene of that
     task (what :func:`evaluation_prompts` uses): ``single_object`` one object; ``two_object`` two objects of
     different shapes; ``counting`` one group of 2 or 3; ``colors`` two objects of the same shape in different
     colours; ``position`` two objects of different shapes in a stated relation.
@@ -580,6 +583,8 @@ def sample_scene(rng: np.random.Generator, task: str | None = None, layout: str 
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
+    if not 0.0 <= relation_rate <= 1.0:
+        raise ValueError(f"relation_rate={relation_rate!r}: expected a probability in [0, 1]")
     background = sample_background(rng)
     relation = None
     if task is None:
@@ -588,7 +593,7 @@ def sample_scene(rng: np.random.Generator, task: str | None = None, layout: str 
         while sum(counts) > MAX_OBJECTS:
             counts[int(np.argmax(counts))] -= 1
         specs = _distinct_groups(rng, counts)
-        if n_groups == 2 and rng.uniform() < 0.5:
+        if n_groups == 2 and rng.uniform() < relation_rate:
             relation = RELATIONS[int(rng.integers(len(RELATIONS)))]
     elif task == "single_object":
         specs = _distinct_groups(rng, [1])
