@@ -6,9 +6,11 @@
 #   here:   bash tools/device/fetch_wheels.sh
 #   device: bash tools/device/train_testbed_gpu.sh        (carry .whl)
 #
-# Run once, on 2026-12-04 (benchmarks/results/testbed/gpu-h200-2026-12-04): two recipes side by side, 400 s each,
-# at 0.3-0.56 s per step of 256 with both running. Continuing the shipped weights over 182k new scenes left loss and
-# score where they were; a 192-wide model from random weights was far from trained after 542 steps. A step is
+# First run on 2026-12-04 (benchmarks/results/testbed/gpu-h200-2026-12-04), on random layouts: two recipes side by
+# side, 400 s each, at 0.3-0.56 s per step of 256 with both running. Continuing the then-shipped weights over 182k
+# new scenes left loss and score where they were; a 192-wide model from random weights was far from trained after
+# 542 steps. Second (gpu-h200-2026-12-04b), on canonical layouts: 444 then 1000 steps continuing run 9 took
+# Shapes-GenEval from 0.50 to 0.74 on 600 held-out prompts; that export is the shipped testbed (moss-models 0.9.0). A step is
 # bound by its launches and small kernels, not by the scene workers (tools/device/profile_testbed_step.py; 0.19 s
 # alone after moss-models 0.7.6, about 1350 scenes/s at any batch).
 #

@@ -264,14 +264,19 @@ class _Stage(L.LightningModule):
         self._last = None
         # fit wall time summed over every resume of this run (kept in the checkpoint), so an export made by
         # rerunning a stopped run records the training it took, not the seconds of the export call
-        self.seconds_before, self._fit_start = 0.0, None
+        self.seconds_before, self._fit_start, self._fit_end = 0.0, None, None
 
     def on_train_start(self) -> None:
-        self._fit_start = time.perf_counter()
+        self._fit_start, self._fit_end = time.perf_counter(), None
+
+    def on_train_end(self) -> None:
+        # the clock stops with the fit: the final checkpoint and the export after it are not training time
+        self._fit_end = time.perf_counter()
 
     def train_seconds(self) -> float:
-        running = time.perf_counter() - self._fit_start if self._fit_start is not None else 0.0
-        return self.seconds_before + running
+        if self._fit_start is None:
+            return self.seconds_before
+        return self.seconds_before + ((self._fit_end or time.perf_counter()) - self._fit_start)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["train_seconds"] = self.train_seconds()

@@ -16,8 +16,9 @@ __all__ = ["ShapesDataset", "collate_shapes"]
 class ShapesDataset(Dataset):
     """Item ``i`` is ``(image, caption, scene_dict)``: ``image`` a float32 ``(3, size, size)`` tensor in ``[-1, 1]``,
     the scene drawn by :func:`~.scene.sample_scene` (with ``layout`` and ``relation_rate``) from
-    ``numpy.random.default_rng([seed, i])`` alone, so items are random-access and deterministic in ``(seed, i)`` (training resumes at any index, workers need no shared
-    state). ``length`` is what ``len()`` reports (samplers need a length); indices past it are defined too.
+    ``numpy.random.default_rng([seed, i])`` alone, so items are random-access and deterministic in ``(seed, i)``
+    (training resumes at any index, workers need no shared state). ``length`` is what ``len()`` reports (samplers
+    need a length); indices past it are defined too.
 
     Use :func:`collate_shapes` as the DataLoader's ``collate_fn``: scene dicts hold lists of varying length,
     which torch's default collate rejects.
