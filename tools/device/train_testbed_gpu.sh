@@ -10,9 +10,9 @@
 # side, 400 s each, at 0.3-0.56 s per step of 256 with both running. Continuing the then-shipped weights over 182k
 # new scenes left loss and score where they were; a 192-wide model from random weights was far from trained after
 # 542 steps. Second (gpu-h200-2026-12-04b), on canonical layouts: 444 then 1000 steps continuing run 9 took
-# Shapes-GenEval from 0.50 to 0.74 on 600 held-out prompts; that export is the shipped testbed (moss-models 0.9.0). A step is
-# bound by its launches and small kernels, not by the scene workers (tools/device/profile_testbed_step.py; 0.19 s
-# alone after moss-models 0.7.6, about 1350 scenes/s at any batch).
+# Shapes-GenEval from 0.50 to 0.74 on 600 held-out prompts; that export is the shipped testbed (moss-models 0.9.0).
+# A step is bound by its launches and small kernels, not by the scene workers (tools/device/profile_testbed_step.py;
+# 0.19 s alone after moss-models 0.7.6, about 1350 scenes/s at any batch).
 #
 # 1. probe: 30 steps of the run's own settings on the GPU, timed (perf/step_s), to size the run to BUDGET_S;
 # 2. train: tools/train_testbed.py stage=transformer on the GPU (bf16-mixed; the scenes rendered by data.workers
@@ -35,7 +35,8 @@
 # of 256 in 0.054 s and 14 in 0.127 s); SCORE (1; 0: no scoring here, the export is scored on CPU);
 # PACK (0; 1: see above); STEPS (a fixed number of steps: no sizing from the probe, which on 2026-12-04 measured
 # 0.73-0.85 s/step where the run then took 0.34-0.36, its 30 steps being mostly warm-up; BUDGET_S still sets the
-# backstop); EXTRA (more train_testbed.py overrides, split on spaces, e.g. data.relation_rate=0.8). Two recipes side by side on one H200, each with 6 workers:
+# backstop); EXTRA (more train_testbed.py overrides, split on spaces, e.g. data.relation_rate=0.8). Two recipes side
+# by side on one H200, each with 6 workers:
 #   bash tools/device/env.sh; TAG=a … bash tools/device/train_testbed_gpu.sh & TAG=b ARCH='{…}' … bash …; wait
 # For a check of the script itself on a machine without a GPU: ACCELERATOR=cpu BUDGET_S=10 BATCH=4 N_TEST=5
 # N_SEED1=5 (the scores then mean nothing).
@@ -70,22 +71,21 @@ else
   common+=("transformer.init_from=$INIT")
 fi
 
-STEPS=${STEPS:-}
-if [ -n "$STEPS" ]; then
-  steps=$STEPS
+steps=${STEPS:-}
+if [ -n "$steps" ]; then
   echo "== $steps steps (STEPS), no probe"
 else
-echo "== probe: 30 steps on $ACCELERATOR, batch $BATCH, $WORKERS data workers"
-timeout 100 "${PY[@]}" tools/train_testbed.py "${common[@]}" transformer.steps=30 train.log_every=5 \
-    train.ckpt_every=1000 "out_dir=$PROBE" hydra.run.dir="$PROBE/hydra" || { echo "probe failed"; exit 1; }
-step_s=$("${PY[@]}" - "$PROBE/logs/transformer/csv/version_0/metrics.csv" <<'PY'
+  echo "== probe: 30 steps on $ACCELERATOR, batch $BATCH, $WORKERS data workers"
+  timeout 100 "${PY[@]}" tools/train_testbed.py "${common[@]}" transformer.steps=30 train.log_every=5 \
+      train.ckpt_every=1000 "out_dir=$PROBE" hydra.run.dir="$PROBE/hydra" || { echo "probe failed"; exit 1; }
+  step_s=$("${PY[@]}" - "$PROBE/logs/transformer/csv/version_0/metrics.csv" <<'PY'
 import csv, statistics, sys
 rows = [float(r["perf/step_s"]) for r in csv.DictReader(open(sys.argv[1])) if r.get("perf/step_s")]
 print(statistics.median(rows[len(rows) // 2:]))  # the later steps: the first ones include warm-up
 PY
-)
-steps=$("${PY[@]}" -c "print(max(100, int($BUDGET_S / $step_s)))")
-echo "== probe: $step_s s/step -> $steps steps in ${BUDGET_S} s ($(( steps * BATCH )) scenes)"
+  )
+  steps=$("${PY[@]}" -c "print(max(100, int($BUDGET_S / $step_s)))")
+  echo "== probe: $step_s s/step -> $steps steps in ${BUDGET_S} s ($(( steps * BATCH )) scenes)"
 fi
 
 # backstops: the fit stops (and exports) 40 s past the budget; the whole command must end inside the device
