@@ -79,6 +79,9 @@ def test_threads_cpu_time_and_load_are_recorded(tmp_path, capsys):
     assert torch.get_num_threads() == before  # restored for the rest of this process
     meta = out["meta"]
     assert meta["threads"] == 1 and meta["threads_setting"] == 1 and meta["cpu_count"] >= 1
+    assert "cpu" in meta and isinstance(
+        meta["cpu_isa"], list
+    )  # which kernels oneDNN ran (tools/moss_run/machine.py)
     for key in ("loadavg_before", "loadavg_after"):
         assert len(meta[key]) == 3 and all(x >= 0 for x in meta[key])
     for r in out["rows"]:
@@ -147,7 +150,7 @@ def test_flagged_rows_are_marked_in_the_table(tmp_path):
     )
     assert "⚠ k2: above its FLOP bound. The median speedup 3.00× exceeds the FLOP bound 2.50×" in table
     assert (
-        "torch threads 8 (torch default, bench.threads=null) on 8 CPUs; load average (1/5/15 min) n/a"
+        "torch threads 8 (torch default, bench.threads=null) on 8 CPUs (unknown CPU); load average (1/5/15 min) n/a"
         in table
     )
 

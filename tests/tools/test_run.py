@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import torch
 from PIL import Image
 
 from moss_run.app import run
@@ -131,6 +132,12 @@ def test_flex_attention_and_bf16_blocks_run_on_the_cpu(tmp_path):
     summary = run(cfg, prepare(cfg))
     (record,) = _records(tmp_path)
     assert summary["num_images"] == 1 and record["flops"] > 0 and record["fallbacks"] == []
+    machine = summary[
+        "machine"
+    ]  # which CPU: images are reproducible on one machine, not across instruction sets
+    assert (
+        machine["torch"] == torch.__version__ and machine["cpu_count"] >= 1 and machine["torch_threads"] >= 1
+    )
     fp32 = compose_config(["logger=none", "data.prompts=[a red fox]", "measure.warmup=0"], tmp_path / "fp32")
     run(fp32, prepare(fp32))
     (ref,) = _records(tmp_path / "fp32")

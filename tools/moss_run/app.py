@@ -19,7 +19,7 @@ from moss_eval import RunDirectory
 from moss_run.data import PromptDataset, collate_items
 from moss_run.module import GenerationModule
 from moss_run.prepare import Prepared
-from moss_run.writer import ImageRecordWriter
+from moss_run.writer import ImageRecordWriter, with_machine
 
 log = logging.getLogger("moss.run")
 
@@ -56,7 +56,7 @@ def run(cfg: DictConfig, prepared: Prepared, after: Callable[[Any], None] | None
     folder = RunDirectory(run_dir)
     done = folder.completed_ids() & {it.id for it in dataset.items}
     if len(done) == len(dataset):
-        summary = folder.finalize(run_info)
+        summary = folder.finalize(with_machine(run_info))
         report(run_dir, summary, written=0, note=f"all {len(dataset)} images were already there")
         if after is not None:
             logger = instantiate(cfg.logger) if cfg.get("logger") else None

@@ -40,6 +40,7 @@ from moss_eval import StageTimer, atomic_write_text, peak_memory
 from moss_models import Method, Moss, dry_run
 from moss_models.core.graphs import CAPTURE_MODES, PassGraphs
 from moss_run.errors import UserError
+from moss_run.machine import cpu_model
 from moss_run.models import build
 from moss_run.prepare import build_object
 
@@ -353,11 +354,14 @@ def markdown(cfg: DictConfig, rows: list[dict], meta: dict) -> str:
         setting = meta["threads_setting"]
         load = [meta["loadavg_before"], meta["loadavg_after"]]
         load_text = " → ".join("/".join(f"{x:.2f}" for x in avg) for avg in load) if all(load) else "n/a"
+        cpu_text = "; ".join(
+            [meta.get("cpu") or "unknown CPU", *([", ".join(meta["cpu_isa"])] if meta.get("cpu_isa") else [])]
+        )
         head += [
             "",
             f"torch threads {meta['threads']} "
             f"({'bench.threads' if setting is not None else 'torch default, bench.threads=null'}) on "
-            f"{meta['cpu_count']} CPUs; load average (1/5/15 min) {load_text} (before → after)",
+            f"{meta['cpu_count']} CPUs ({cpu_text}); load average (1/5/15 min) {load_text} (before → after)",
         ]
     if meta.get("gemm_flops_per_s"):
         head += ["", f"{meta['gpu']}, CUDA {meta['cuda']}: a bf16 8192³ GEMM runs at "
@@ -502,6 +506,8 @@ def run_bench(cfg: DictConfig) -> dict:
         "threads": threads,
         "threads_setting": threads_setting,
         "cpu_count": os.cpu_count(),
+        "cpu": cpu_model()[0],
+        "cpu_isa": list(cpu_model()[1]),
         "loadavg_before": loadavg_before,
         "loadavg_after": loadavg_after,
         "cuda": torch.version.cuda if device.type == "cuda" else None,

@@ -13,6 +13,7 @@ from typing import Any
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from moss_eval.records import ImageRecord, RunDirectory
+from moss_run.machine import machine_info
 
 
 def _as_record(record: ImageRecord | dict[str, Any]) -> ImageRecord:
@@ -48,8 +49,14 @@ class ImageRecordWriter(BasePredictionWriter):
     def on_predict_end(self, trainer, pl_module) -> None:
         trainer.strategy.barrier("moss-writer-done")  # every rank has written its shard
         if trainer.is_global_zero:
-            self.summary = self.run.finalize(self.run_info)
+            self.summary = self.run.finalize(with_machine(self.run_info))
             _log_to_wandb(trainer, self.run, self.summary)
+
+
+def with_machine(run_info: dict) -> dict:
+    """``summary.json``'s run fields: ``run_info`` and the machine that wrote the summary (``machine``; a resumed run
+    may have drawn earlier images on another, and images are reproducible per CPU, not across instruction sets)."""
+    return {**run_info, "machine": machine_info()}
 
 
 def _log_to_wandb(trainer, run_dir: RunDirectory, summary: dict) -> None:

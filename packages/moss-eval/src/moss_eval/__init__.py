@@ -31,7 +31,7 @@ from moss_eval.memory import PeakMemory, kv_cache_bytes, max_memory_allocated, p
 from moss_eval.records import ImageRecord, RunDirectory, atomic_write_bytes, atomic_write_text
 from moss_eval.timing import Measurement, StageTimer, measure
 
-__version__ = "0.6.0"
+__version__ = "0.7.0"
 
 __all__ = [
     "MS_SSIM_MIN_SIZE",

@@ -49,6 +49,7 @@ _LAZY = {
     "LPIPS": "moss_eval.quality.lpips",
     "LPIPS_BACKBONES": "moss_eval.quality.lpips",
     "load_lpips": "moss_eval.quality.lpips",
+    "write_lpips_weights": "moss_eval.quality.lpips_jax",
     "GenEvalEvaluator": "moss_eval.quality.geneval",
     "DPGEvaluator": "moss_eval.quality.dpg",
     "ShapesGenEvalEvaluator": "moss_eval.quality.shapes",

