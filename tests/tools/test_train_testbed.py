@@ -369,6 +369,9 @@ def test_stages_checkpoint_export_and_resume(tmp_path):
     card = json.loads((out / "testbed.json").read_text())
     assert card["sides"] == [1, 2, 4] and card["config"]["depth"] == 2 and card["vocabulary"] == vocabulary()
     assert card["training"]["vae"]["steps"] == 2 and card["training"]["transformer"]["steps"] == 2
+    for stage in ("vae", "transformer"):  # which torch and CPU made the weights (numerics differ across CPUs)
+        machine = card["training"][stage]["machine"]
+        assert machine["torch"] == torch.__version__ and machine["cpu_count"] >= 1 and "cpu_isa" in machine
     assert spec_from_record(card) == tiny_spec(text_layers=0)  # the card describes the trained shapes exactly
     metrics = (out / "logs" / "transformer" / "csv" / "version_0" / "metrics.csv").read_text()
     assert "train/loss" in metrics.splitlines()[0]

@@ -49,6 +49,7 @@ from moss_models.testbed import (
 )
 from moss_models.testbed.trained import read_card
 from moss_run.errors import UserError
+from moss_run.machine import machine_info
 
 log = logging.getLogger("moss.train")
 
@@ -392,8 +393,11 @@ def export(
 ) -> list[Path]:
     """The stage's weights as safetensors (and, after the transformer, the card that ties them together)."""
     recipe = OmegaConf.to_container(cfg[cfg.stage], resolve=True)
+    machine = (
+        machine_info()
+    )  # which torch and CPU/GPU made these weights (the card's lineage keeps each run's)
     meta = {"stage": cfg.stage, "steps": str(module.global_step), "recipe": json.dumps(recipe),
-            "seconds": f"{module.train_seconds():.1f}"}  # fmt: skip
+            "seconds": f"{module.train_seconds():.1f}", "machine": json.dumps(machine)}  # fmt: skip
     if cfg.stage == "vae":
         return [save_vae(out_dir, module.vae, meta)]
     training = {
@@ -403,6 +407,7 @@ def export(
             "seconds": round(module.train_seconds(), 1),  # over all resumes of this run
             "seconds_this_run": round(seconds, 1),
             "recipe": recipe,
+            "machine": machine,
         },
     }
     if init is not None:  # the lineage: what this run started from, and how that was trained
@@ -432,6 +437,8 @@ def load_file_meta(path: Path) -> dict:
     out = {"steps": int(meta.get("steps", 0)), "recipe": json.loads(meta.get("recipe", "{}"))}
     if "seconds" in meta:  # exports before the summed fit time have none
         out["seconds"] = float(meta["seconds"])
+    if "machine" in meta:  # nor before the machine was recorded
+        out["machine"] = json.loads(meta["machine"])
     return out
 
 
